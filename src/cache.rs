@@ -1,0 +1,341 @@
+//! The answer cache (SPEC §4.4, §4.6) on moka: entries keyed by lower-cased
+//! name, type, class and the DO bit; each held as a [`WireAnswer`] with the
+//! time it was stored, so a hit is served by patching TTLs in place. Entries
+//! live for their TTL plus the `serve_stale` window; the caller decides when a
+//! stale one may answer.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::{RData, RecordType};
+use moka::sync::Cache;
+
+use crate::config::CacheConfig;
+use crate::wire::{TtlRule, WireAnswer};
+
+/// How long an upstream SERVFAIL is remembered at most.
+pub const SERVFAIL_TTL: Duration = Duration::from_secs(5);
+/// TTL of an answer served stale.
+pub const STALE_TTL: u32 = 30;
+
+/// What identifies a cached answer.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CacheKey {
+    /// Lower-cased wire form of the name.
+    pub name: Box<[u8]>,
+    /// QTYPE.
+    pub query_type: u16,
+    /// QCLASS.
+    pub query_class: u16,
+    /// DO bit of the query.
+    pub dnssec_ok: bool,
+}
+
+/// One cached answer.
+#[derive(Debug)]
+pub struct CacheEntry {
+    /// The encoded answer.
+    pub answer: WireAnswer,
+    stored_at: Instant,
+    fresh_for: Duration,
+    ttl_floor: u32,
+    ttl_cap: u32,
+    keep_for: Duration,
+}
+
+impl CacheEntry {
+    /// A new entry stored now, fresh for `fresh_for`, with served TTLs
+    /// bounded to `[ttl_floor, ttl_cap]` before ageing.
+    pub fn new(
+        answer: WireAnswer,
+        fresh_for: Duration,
+        ttl_floor: u32,
+        ttl_cap: u32,
+        serve_stale: Duration,
+    ) -> Self {
+        Self {
+            answer,
+            stored_at: Instant::now(),
+            fresh_for,
+            ttl_floor,
+            ttl_cap,
+            keep_for: fresh_for.saturating_add(serve_stale),
+        }
+    }
+
+    /// Seconds since it was stored.
+    pub fn age(&self) -> Duration {
+        self.stored_at.elapsed()
+    }
+
+    /// Whether it may still answer as a normal hit.
+    pub fn is_fresh(&self) -> bool {
+        self.age() < self.fresh_for
+    }
+
+    /// How its TTLs are written now.
+    pub fn ttl_rule(&self) -> TtlRule {
+        TtlRule::Aged {
+            age: u32::try_from(self.age().as_secs()).unwrap_or(u32::MAX),
+            min: self.ttl_floor,
+            max: self.ttl_cap,
+        }
+    }
+}
+
+/// Result of a cache lookup.
+#[derive(Debug)]
+pub enum Lookup {
+    /// A fresh entry.
+    Fresh(Arc<CacheEntry>),
+    /// An expired entry still inside the `serve_stale` window.
+    Stale(Arc<CacheEntry>),
+    /// Nothing usable.
+    Miss,
+}
+
+struct KeepFor;
+
+impl moka::Expiry<CacheKey, Arc<CacheEntry>> for KeepFor {
+    fn expire_after_create(
+        &self,
+        _key: &CacheKey,
+        value: &Arc<CacheEntry>,
+        _now: Instant,
+    ) -> Option<Duration> {
+        Some(value.keep_for)
+    }
+    fn expire_after_update(
+        &self,
+        _key: &CacheKey,
+        value: &Arc<CacheEntry>,
+        _now: Instant,
+        _current: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(value.keep_for)
+    }
+}
+
+/// The cache, or nothing when `max_entries = 0`.
+#[derive(Clone)]
+pub struct AnswerCache {
+    inner: Option<Cache<CacheKey, Arc<CacheEntry>>>,
+    config: CacheConfig,
+}
+
+impl std::fmt::Debug for AnswerCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AnswerCache")
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl AnswerCache {
+    /// An empty cache with these bounds.
+    pub fn new(config: CacheConfig) -> Self {
+        let inner = (config.max_entries > 0).then(|| {
+            Cache::builder()
+                .max_capacity(config.max_entries)
+                .expire_after(KeepFor)
+                .build()
+        });
+        Self { inner, config }
+    }
+
+    /// The bounds in force.
+    pub fn config(&self) -> CacheConfig {
+        self.config
+    }
+
+    /// A cache with new bounds that keeps the entries of this one (as many
+    /// as fit): a reload never empties the cache.
+    pub fn reconfigured(&self, config: CacheConfig) -> Self {
+        if config.max_entries == self.config.max_entries {
+            return Self {
+                inner: self.inner.clone(),
+                config,
+            };
+        }
+        let next = Self::new(config);
+        if let (Some(old), Some(new)) = (&self.inner, &next.inner) {
+            for (key, value) in old
+                .iter()
+                .take(usize::try_from(config.max_entries).unwrap_or(usize::MAX))
+            {
+                new.insert((*key).clone(), value);
+            }
+        }
+        next
+    }
+
+    /// Looks `key` up.
+    pub fn get(&self, key: &CacheKey) -> Lookup {
+        let Some(cache) = &self.inner else {
+            return Lookup::Miss;
+        };
+        match cache.get(key) {
+            Some(entry) if entry.is_fresh() => Lookup::Fresh(entry),
+            Some(entry) => Lookup::Stale(entry),
+            None => Lookup::Miss,
+        }
+    }
+
+    /// Stores an upstream answer under the rules of SPEC §4.6; returns the
+    /// entry that was stored, if any.
+    pub fn store(
+        &self,
+        key: CacheKey,
+        message: &Message,
+        answer: WireAnswer,
+    ) -> Option<Arc<CacheEntry>> {
+        let cache = self.inner.as_ref()?;
+        let policy = self.policy(message, &answer)?;
+        if answer.rcode() == ResponseCode::ServFail {
+            // A remembered failure must never push out an answer kept for serve-stale.
+            if cache.contains_key(&key) {
+                return None;
+            }
+        }
+        let entry = Arc::new(CacheEntry::new(
+            answer,
+            policy.fresh_for,
+            policy.floor,
+            policy.cap,
+            self.config.serve_stale,
+        ));
+        cache.insert(key, entry.clone());
+        Some(entry)
+    }
+
+    /// Entries held (approximate until moka's housekeeping has run).
+    pub fn entry_count(&self) -> u64 {
+        self.inner.as_ref().map_or(0, |c| {
+            c.run_pending_tasks();
+            c.entry_count()
+        })
+    }
+
+    fn policy(&self, message: &Message, answer: &WireAnswer) -> Option<Policy> {
+        if answer.truncated() {
+            return None;
+        }
+        let secs = |d: Duration| u32::try_from(d.as_secs()).unwrap_or(u32::MAX);
+        match message.metadata.response_code {
+            ResponseCode::ServFail => Some(Policy {
+                fresh_for: SERVFAIL_TTL,
+                floor: 0,
+                cap: secs(SERVFAIL_TTL),
+            }),
+            ResponseCode::NoError if !message.answers.is_empty() => {
+                let smallest = message
+                    .answers
+                    .iter()
+                    .chain(message.authorities.iter())
+                    .filter(|r| r.record_type() != RecordType::OPT)
+                    .map(|r| r.ttl)
+                    .min()?;
+                let (floor, cap) = (secs(self.config.min_ttl), secs(self.config.max_ttl));
+                let ttl = smallest.clamp(floor.min(cap), cap);
+                (ttl > 0).then(|| Policy {
+                    fresh_for: Duration::from_secs(u64::from(ttl)),
+                    floor,
+                    cap,
+                })
+            }
+            ResponseCode::NoError | ResponseCode::NXDomain => {
+                let soa_ttl = message.authorities.iter().find_map(|r| match &r.data {
+                    RData::SOA(soa) => Some(r.ttl.min(soa.minimum)),
+                    _ => None,
+                })?;
+                let cap = secs(self.config.negative_max_ttl);
+                let ttl = soa_ttl.min(cap);
+                (ttl > 0).then(|| Policy {
+                    fresh_for: Duration::from_secs(u64::from(ttl)),
+                    floor: 0,
+                    cap: ttl,
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
+struct Policy {
+    fresh_for: Duration,
+    floor: u32,
+    cap: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_proto::op::{MessageType, OpCode, Query};
+    use hickory_proto::rr::rdata::SOA;
+    use hickory_proto::rr::{Name, Record};
+
+    fn config(max_entries: u64) -> CacheConfig {
+        CacheConfig {
+            max_entries,
+            min_ttl: Duration::ZERO,
+            max_ttl: Duration::from_secs(3600),
+            negative_max_ttl: Duration::from_secs(60),
+            serve_stale: Duration::ZERO,
+        }
+    }
+
+    fn message(rcode: ResponseCode, with_soa: bool) -> Message {
+        let name = Name::from_ascii("x.example.").expect("name");
+        let mut m = Message::new(0, MessageType::Response, OpCode::Query);
+        m.metadata.response_code = rcode;
+        m.add_query(Query::query(name.clone(), RecordType::A));
+        if with_soa {
+            let soa = SOA::new(name.clone(), name.clone(), 1, 1, 1, 1, 300);
+            m.add_authority(Record::from_rdata(name, 900, RData::SOA(soa)));
+        }
+        m
+    }
+
+    fn key(n: u8) -> CacheKey {
+        CacheKey {
+            name: vec![1, n, 0].into_boxed_slice(),
+            query_type: 1,
+            query_class: 1,
+            dnssec_ok: false,
+        }
+    }
+
+    #[test]
+    fn negative_answers_need_a_soa_and_are_capped() {
+        let cache = AnswerCache::new(config(10));
+        let without = message(ResponseCode::NXDomain, false);
+        let wire = WireAnswer::from_message(&without).expect("wire");
+        assert!(cache.store(key(1), &without, wire).is_none());
+        let with = message(ResponseCode::NXDomain, true);
+        let wire = WireAnswer::from_message(&with).expect("wire");
+        let entry = cache.store(key(1), &with, wire).expect("stored");
+        assert_eq!(entry.fresh_for, Duration::from_secs(60));
+        assert!(matches!(cache.get(&key(1)), Lookup::Fresh(_)));
+    }
+
+    #[test]
+    fn the_cache_never_exceeds_max_entries() {
+        let cache = AnswerCache::new(config(5));
+        let m = message(ResponseCode::NXDomain, true);
+        for n in 0..50 {
+            let wire = WireAnswer::from_message(&m).expect("wire");
+            cache.store(key(n), &m, wire);
+        }
+        assert!(cache.entry_count() <= 5, "{}", cache.entry_count());
+    }
+
+    #[test]
+    fn disabled_cache_holds_nothing() {
+        let cache = AnswerCache::new(config(0));
+        let m = message(ResponseCode::NXDomain, true);
+        let wire = WireAnswer::from_message(&m).expect("wire");
+        assert!(cache.store(key(1), &m, wire).is_none());
+        assert!(matches!(cache.get(&key(1)), Lookup::Miss));
+    }
+}

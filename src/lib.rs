@@ -1,0 +1,31 @@
+//! accel-dns: a DNS forwarding proxy for registry acceleration.
+//!
+//! A query travels one way through the modules:
+//!
+//! ```text
+//! server (UDP/TCP) → resolve::handle: wire (parse) → ACL → records → cache
+//!                                      ↓ miss / CNAME target
+//!                    resolve::finish: single-flight → upstream → cache → wire (answer)
+//! ```
+//!
+//! The running configuration is one immutable [`snapshot::Snapshot`] behind an
+//! `ArcSwap`, replaced whole by [`reload`]; [`config`] is the only loader (start,
+//! `check`, reload). [`admin`] serves health and [`metrics`]; [`health`] probes
+//! health-checked record addresses; [`loop_guard`] finds forwarding loops.
+
+pub mod admin;
+pub mod app;
+pub mod cache;
+pub mod cli;
+pub mod config;
+pub mod health;
+pub mod logging;
+pub mod loop_guard;
+pub mod metrics;
+pub mod records;
+pub mod reload;
+pub mod resolve;
+pub mod server;
+pub mod snapshot;
+pub mod upstream;
+pub mod wire;

@@ -1,0 +1,271 @@
+//! Live reload (SPEC §6). Three sources feed one path: a file watcher on
+//! the *directories* of every watched file (so renames and Kubernetes
+//! ConfigMap `..data` symlink swaps are seen), a 1 s poll of the files'
+//! contents as a safety net, and SIGHUP. A change of content (or SIGHUP)
+//! loads the configuration with the same loader as start and `check`,
+//! builds a new snapshot and swaps it in whole; a bad file leaves the
+//! running snapshot in force.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use notify::{RecursiveMode, Watcher};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{self, Config, LoadEnv};
+use crate::logging::LogHandle;
+use crate::loop_guard::LoopGuard;
+use crate::resolve::Resolver;
+use crate::snapshot::{Shared, Snapshot};
+
+/// How often the files' contents are compared.
+pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// Events closer than this are one reload.
+pub const DEBOUNCE: Duration = Duration::from_millis(100);
+
+/// Why a reload was asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// A watched directory changed: reload if the contents did.
+    FileEvent,
+    /// The poll saw new contents, or SIGHUP: reload unconditionally.
+    Forced,
+}
+
+/// Owns the reload path.
+pub struct Reloader {
+    resolver: Arc<Resolver>,
+    shared: Arc<Shared>,
+    loops: Arc<LoopGuard>,
+    config_path: Option<PathBuf>,
+    env: LoadEnv,
+    log: LogHandle,
+    watched: Vec<PathBuf>,
+    fingerprint: u64,
+}
+
+impl Reloader {
+    /// A reloader for the configuration at `config_path` (`None`: built-in
+    /// defaults, which still follow `resolv.conf`).
+    pub fn new(
+        resolver: Arc<Resolver>,
+        shared: Arc<Shared>,
+        loops: Arc<LoopGuard>,
+        config_path: Option<PathBuf>,
+        env: LoadEnv,
+        log: LogHandle,
+    ) -> Self {
+        let watched = resolver.snapshot().config.watched_files();
+        let fingerprint = fingerprint(&watched);
+        Self {
+            resolver,
+            shared,
+            loops,
+            config_path,
+            env,
+            log,
+            watched,
+            fingerprint,
+        }
+    }
+
+    /// Runs until `shutdown`: watches, polls, and reloads on `triggers`
+    /// (the sender side is also given to the SIGHUP handler).
+    pub async fn run(
+        mut self,
+        tx: mpsc::Sender<Trigger>,
+        mut triggers: mpsc::Receiver<Trigger>,
+        shutdown: CancellationToken,
+    ) {
+        let mut watcher = make_watcher(tx.clone());
+        let mut watched_dirs = Vec::new();
+        rewatch(&mut watcher, &self.watched, &mut watched_dirs);
+        let mut poll = tokio::time::interval(POLL_INTERVAL);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let trigger = tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = poll.tick() => {
+                    if fingerprint(&self.watched) == self.fingerprint { continue }
+                    Trigger::FileEvent
+                }
+                received = triggers.recv() => match received {
+                    Some(trigger) => trigger,
+                    None => return,
+                },
+            };
+            // Editors and kubelet write in bursts: let the burst end.
+            let mut forced = trigger == Trigger::Forced;
+            let settle = tokio::time::sleep(DEBOUNCE);
+            tokio::pin!(settle);
+            loop {
+                tokio::select! {
+                    () = &mut settle => break,
+                    more = triggers.recv() => match more {
+                        Some(Trigger::Forced) => forced = true,
+                        Some(Trigger::FileEvent) => {}
+                        None => return,
+                    },
+                }
+            }
+            let now = fingerprint(&self.watched);
+            if !forced && now == self.fingerprint {
+                continue;
+            }
+            self.fingerprint = now;
+            self.reload();
+            rewatch(&mut watcher, &self.watched, &mut watched_dirs);
+            // The new file set may differ (hosts files added): compare against it.
+            self.fingerprint = fingerprint(&self.watched);
+        }
+    }
+
+    /// Loads, validates and swaps in the configuration; on error keeps the
+    /// running one. Returns whether it was taken.
+    pub fn reload(&mut self) -> bool {
+        let loaded = match &self.config_path {
+            Some(path) => config::load(path, &self.env),
+            None => config::builtin(&self.env),
+        };
+        let metrics = self.resolver.metrics();
+        let config = match loaded {
+            Ok(config) => config,
+            Err(error) => {
+                metrics.reload(false);
+                tracing::error!(%error, "reload failed; the running configuration stays in force");
+                return false;
+            }
+        };
+        let old = self.resolver.snapshot();
+        warn_restart_needed(&old.config, &config);
+        self.log.apply(&config.log);
+        self.watched = config.watched_files();
+        let summary = config.summary();
+        let next = Arc::new(Snapshot::build(config, Some(&old.cache), &self.shared));
+        start_snapshot_tasks(&next, &self.loops);
+        let previous = self.resolver.swap(next);
+        previous.tasks.cancel();
+        metrics.reload(true);
+        tracing::info!(%summary, "configuration reloaded");
+        true
+    }
+}
+
+/// Starts the background work of a snapshot (loop probes of its
+/// upstreams); it stops when the snapshot's token is cancelled.
+pub fn start_snapshot_tasks(snapshot: &Arc<Snapshot>, loops: &Arc<LoopGuard>) {
+    let token = snapshot.tasks.clone();
+    let pool = snapshot.upstreams.clone();
+    let budget = snapshot.config.upstream.timeout;
+    let loops = loops.clone();
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(crate::loop_guard::PROBE_INTERVAL);
+        loop {
+            tokio::select! {
+                () = token.cancelled() => return,
+                _ = ticker.tick() => {}
+            }
+            for server in pool.servers() {
+                if token.is_cancelled() {
+                    return;
+                }
+                if !server.is_looped() {
+                    tokio::select! {
+                        () = token.cancelled() => return,
+                        () = loops.probe(server, budget) => {}
+                    }
+                }
+            }
+        }
+    });
+}
+
+fn warn_restart_needed(old: &Config, new: &Config) {
+    if old.server.listen != new.server.listen {
+        tracing::warn!(
+            running = ?old.server.listen,
+            configured = ?new.server.listen,
+            "server.listen changed: this needs a restart; still serving the old addresses"
+        );
+    }
+    if old.admin.listen != new.admin.listen {
+        tracing::warn!(
+            running = ?old.admin.listen,
+            configured = ?new.admin.listen,
+            "admin.listen changed: this needs a restart; the admin endpoint stays where it is"
+        );
+    }
+}
+
+fn make_watcher(tx: mpsc::Sender<Trigger>) -> Option<notify::RecommendedWatcher> {
+    let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if event.is_ok() {
+            // Full channel: a reload is already queued.
+            let _ = tx.try_send(Trigger::FileEvent);
+        }
+    });
+    match watcher {
+        Ok(watcher) => Some(watcher),
+        Err(error) => {
+            tracing::warn!(%error, "file watcher unavailable; changes are seen by the 1 s poll only");
+            None
+        }
+    }
+}
+
+/// Watches the directory of every file (and, for a symlink, of its target).
+fn rewatch(
+    watcher: &mut Option<notify::RecommendedWatcher>,
+    files: &[PathBuf],
+    watched: &mut Vec<PathBuf>,
+) {
+    let Some(watcher) = watcher else { return };
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for file in files {
+        for path in [Some(file.clone()), std::fs::canonicalize(file).ok()]
+            .into_iter()
+            .flatten()
+        {
+            if let Some(dir) = path.parent() {
+                let dir = if dir.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    dir
+                };
+                if !dirs.iter().any(|d| d == dir) {
+                    dirs.push(dir.to_path_buf());
+                }
+            }
+        }
+    }
+    for old in watched.iter() {
+        if !dirs.contains(old) {
+            let _ = watcher.unwatch(old);
+        }
+    }
+    for dir in &dirs {
+        if !watched.contains(dir)
+            && let Err(error) = watcher.watch(dir, RecursiveMode::NonRecursive)
+        {
+            tracing::debug!(dir = %dir.display(), %error, "cannot watch directory; the poll covers it");
+        }
+    }
+    *watched = dirs;
+}
+
+/// A hash of the contents (or absence) of every file.
+fn fingerprint(files: &[PathBuf]) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    for file in files {
+        file.hash(&mut hasher);
+        match std::fs::read(file) {
+            Ok(bytes) => bytes.hash(&mut hasher),
+            Err(error) => error.kind().hash(&mut hasher),
+        }
+    }
+    hasher.finish()
+}

@@ -1,0 +1,581 @@
+//! The query pipeline (SPEC §4): guard (parse, ACL) → records → cache →
+//! upstream, and the CNAME chase that joins records to upstream answers.
+//!
+//! [`Resolver::handle`] answers everything that needs no upstream
+//! synchronously (errors, REFUSED, records, cache hits), so the listeners
+//! answer those without spawning a task; the rest comes back as a
+//! [`Pending`] query for [`Resolver::finish`], which the listener runs in a
+//! task of its own.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use futures_util::future::{BoxFuture, FutureExt, Shared};
+use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::{DNSClass, Name, RecordType};
+
+use crate::cache::{CacheKey, Lookup, STALE_TTL};
+use crate::loop_guard::LoopGuard;
+use crate::metrics::{Metrics, Outcome, Protocol};
+use crate::records::{Answer, CompiledRecord};
+use crate::snapshot::Snapshot;
+use crate::upstream::UpstreamError;
+use crate::wire::{self, ClientQuery, Inbound, TtlRule, WireAnswer};
+
+/// Longest chain of CNAME records followed inside the records.
+pub const MAX_CNAME_CHAIN: usize = 8;
+
+/// What the listener does with a packet.
+pub enum Handled {
+    /// Send these bytes back.
+    Reply(Vec<u8>),
+    /// Send nothing (UDP) or close the connection (TCP).
+    Drop,
+    /// Needs upstream: run [`Resolver::finish`] on it in a task.
+    Pending(Box<Pending>),
+}
+
+/// A query waiting for upstream.
+pub struct Pending {
+    snapshot: Arc<Snapshot>,
+    query: ClientQuery,
+    question: Option<Box<[u8]>>,
+    client: SocketAddr,
+    protocol: Protocol,
+    started: Instant,
+    work: Work,
+}
+
+enum Work {
+    Forward(CacheKey),
+    Chase(Arc<CompiledRecord>),
+}
+
+/// An upstream answer as fetched once for every identical query waiting.
+#[derive(Debug)]
+struct Fetched {
+    message: Message,
+    wire: WireAnswer,
+}
+
+type FetchResult = Result<Arc<Fetched>, UpstreamError>;
+type InFlight = Shared<BoxFuture<'static, FetchResult>>;
+
+/// The query path over the current snapshot.
+pub struct Resolver {
+    snapshot: ArcSwap<Snapshot>,
+    metrics: Metrics,
+    loops: Arc<LoopGuard>,
+    in_flight: Mutex<HashMap<CacheKey, InFlight>>,
+}
+
+impl Resolver {
+    /// A resolver serving `snapshot`.
+    pub fn new(snapshot: Arc<Snapshot>, metrics: Metrics, loops: Arc<LoopGuard>) -> Self {
+        Self {
+            snapshot: ArcSwap::new(snapshot),
+            metrics,
+            loops,
+            in_flight: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The snapshot in force.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    /// Puts `next` in force; queries already running finish on the old one.
+    /// Returns the old one.
+    pub fn swap(&self, next: Arc<Snapshot>) -> Arc<Snapshot> {
+        self.snapshot.swap(next)
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Answers `packet` from `client` if no upstream is needed.
+    pub fn handle(&self, packet: &[u8], client: SocketAddr, protocol: Protocol) -> Handled {
+        let started = Instant::now();
+        let query = match wire::parse_query(packet) {
+            Inbound::Query(query) => query,
+            Inbound::Drop => return Handled::Drop,
+            Inbound::Reject(message, rcode) => {
+                self.metrics.query(protocol, Outcome::Formerr);
+                tracing::debug!(%client, %rcode, "rejected a malformed query");
+                return reply_message(&message, protocol, None);
+            }
+        };
+        let snapshot = self.snapshot.load_full();
+        let udp_limit = (protocol == Protocol::Udp).then(|| query.udp_limit());
+
+        if let Some(server) = self.loops.looped_through(query.name()) {
+            server.mark_looped();
+            self.metrics.query(protocol, Outcome::Refused);
+            return reply_message(&query.response(ResponseCode::Refused), protocol, None);
+        }
+        if !snapshot.allows(client.ip()) {
+            self.metrics.query(protocol, Outcome::Refused);
+            self.log(
+                &snapshot,
+                &query,
+                client,
+                Outcome::Refused,
+                ResponseCode::Refused,
+                started,
+            );
+            // The REFUSED answer is never larger than the query: no amplification.
+            return reply_message(
+                &query.response(ResponseCode::Refused),
+                protocol,
+                Some(packet.len()),
+            );
+        }
+
+        let class = query.query.query_class();
+        if (class == DNSClass::IN || class == DNSClass::ANY)
+            && let Some(record) = snapshot
+                .records
+                .lookup(query.name(), client.ip().to_canonical())
+        {
+            record.hits.inc();
+            if let Answer::Cname(_) = record.answer
+                && query.query_type() != RecordType::CNAME
+            {
+                let record = record.clone();
+                return self.pending(
+                    snapshot,
+                    query,
+                    packet,
+                    client,
+                    protocol,
+                    started,
+                    Work::Chase(record),
+                );
+            }
+            let message = answer_from_record(&query, record);
+            self.count(
+                &snapshot,
+                &query,
+                client,
+                protocol,
+                Outcome::Record,
+                ResponseCode::NoError,
+                started,
+            );
+            return reply_message(&message, protocol, udp_limit);
+        }
+
+        let key = cache_key(query.name(), query.query_type(), class, query.dnssec_ok());
+        if let Lookup::Fresh(entry) = snapshot.cache.get(&key) {
+            let mut out = Vec::with_capacity(entry.answer.len() + 16);
+            entry.answer.render(
+                &query,
+                wire::packet_question(packet),
+                entry.ttl_rule(),
+                udp_limit,
+                &mut out,
+            );
+            self.count(
+                &snapshot,
+                &query,
+                client,
+                protocol,
+                Outcome::Cache,
+                entry.answer.rcode(),
+                started,
+            );
+            return Handled::Reply(out);
+        }
+        self.pending(
+            snapshot,
+            query,
+            packet,
+            client,
+            protocol,
+            started,
+            Work::Forward(key),
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn pending(
+        &self,
+        snapshot: Arc<Snapshot>,
+        query: ClientQuery,
+        packet: &[u8],
+        client: SocketAddr,
+        protocol: Protocol,
+        started: Instant,
+        work: Work,
+    ) -> Handled {
+        Handled::Pending(Box::new(Pending {
+            snapshot,
+            question: wire::packet_question(packet).map(Box::from),
+            query,
+            client,
+            protocol,
+            started,
+            work,
+        }))
+    }
+
+    /// Answers a query that needs upstream. Always returns an answer within
+    /// the upstream timeout (SERVFAIL at worst).
+    pub async fn finish(&self, pending: Box<Pending>) -> Vec<u8> {
+        let Pending {
+            snapshot,
+            query,
+            question,
+            client,
+            protocol,
+            started,
+            work,
+        } = *pending;
+        let udp_limit = (protocol == Protocol::Udp).then(|| query.udp_limit());
+        match work {
+            Work::Forward(key) => {
+                let fetched = self
+                    .fetch(
+                        &snapshot,
+                        key.clone(),
+                        query.name(),
+                        query.query_type(),
+                        query.query.query_class(),
+                        query.dnssec_ok(),
+                    )
+                    .await;
+                let failed = match &fetched {
+                    Ok(f) => f.wire.rcode() == ResponseCode::ServFail,
+                    Err(_) => true,
+                };
+                if failed
+                    && let Lookup::Stale(entry) | Lookup::Fresh(entry) = snapshot.cache.get(&key)
+                    && entry.answer.rcode() != ResponseCode::ServFail
+                {
+                    let mut out = Vec::new();
+                    entry.answer.render(
+                        &query,
+                        question.as_deref(),
+                        TtlRule::Fixed(STALE_TTL),
+                        udp_limit,
+                        &mut out,
+                    );
+                    self.count(
+                        &snapshot,
+                        &query,
+                        client,
+                        protocol,
+                        Outcome::Stale,
+                        entry.answer.rcode(),
+                        started,
+                    );
+                    return out;
+                }
+                match fetched {
+                    Ok(fetched) => {
+                        let mut out = Vec::new();
+                        let faithful = TtlRule::Aged {
+                            age: 0,
+                            min: 0,
+                            max: u32::MAX,
+                        };
+                        fetched.wire.render(
+                            &query,
+                            question.as_deref(),
+                            faithful,
+                            udp_limit,
+                            &mut out,
+                        );
+                        self.count(
+                            &snapshot,
+                            &query,
+                            client,
+                            protocol,
+                            Outcome::Upstream,
+                            fetched.wire.rcode(),
+                            started,
+                        );
+                        out
+                    }
+                    Err(error) => {
+                        tracing::debug!(%client, name = %query.name(), %error, "answering SERVFAIL");
+                        self.servfail(&snapshot, &query, client, protocol, started, udp_limit)
+                    }
+                }
+            }
+            Work::Chase(record) => match self.chase(&snapshot, &query, client, &record).await {
+                Some(message) => {
+                    let rcode = message.metadata.response_code;
+                    self.count(
+                        &snapshot,
+                        &query,
+                        client,
+                        protocol,
+                        Outcome::Record,
+                        rcode,
+                        started,
+                    );
+                    encode_or_servfail(&message, &query, udp_limit)
+                }
+                None => self.servfail(&snapshot, &query, client, protocol, started, udp_limit),
+            },
+        }
+    }
+
+    fn servfail(
+        &self,
+        snapshot: &Snapshot,
+        query: &ClientQuery,
+        client: SocketAddr,
+        protocol: Protocol,
+        started: Instant,
+        udp_limit: Option<usize>,
+    ) -> Vec<u8> {
+        self.count(
+            snapshot,
+            query,
+            client,
+            protocol,
+            Outcome::Servfail,
+            ResponseCode::ServFail,
+            started,
+        );
+        encode_or_servfail(&query.response(ResponseCode::ServFail), query, udp_limit)
+    }
+
+    /// Follows a CNAME record: through the records while they match, then
+    /// upstream through the cache. `None` means SERVFAIL (loop, chain too
+    /// long, upstream failed).
+    async fn chase(
+        &self,
+        snapshot: &Arc<Snapshot>,
+        query: &ClientQuery,
+        client: SocketAddr,
+        first: &Arc<CompiledRecord>,
+    ) -> Option<Message> {
+        let mut response = query.response(ResponseCode::NoError);
+        let query_type = query.query_type();
+        let mut owner = query.name().clone();
+        let mut record = first.clone();
+        let mut seen: Vec<Name> = vec![owner.clone()];
+        loop {
+            let target = match &record.answer {
+                Answer::Cname(target) => target.clone(),
+                Answer::Addresses { .. } => {
+                    add_addresses(&mut response, &owner, query_type, &record);
+                    return Some(response);
+                }
+            };
+            if seen.len() > MAX_CNAME_CHAIN || seen.contains(&target) {
+                tracing::warn!(name = %query.name(), "CNAME loop or chain longer than {MAX_CNAME_CHAIN} in the records");
+                return None;
+            }
+            response.add_answer(wire::cname_record(&owner, record.ttl, &target));
+            seen.push(target.clone());
+            owner = target;
+            match snapshot.records.lookup(&owner, client.ip().to_canonical()) {
+                Some(next) => {
+                    if !Arc::ptr_eq(next, first) {
+                        next.hits.inc();
+                    }
+                    record = next.clone();
+                }
+                None => break,
+            }
+        }
+        let key = cache_key(&owner, query_type, DNSClass::IN, query.dnssec_ok());
+        let message = match snapshot.cache.get(&key) {
+            Lookup::Fresh(entry) => entry.answer.to_message(entry.ttl_rule())?,
+            _ => {
+                let fetched = self
+                    .fetch(
+                        snapshot,
+                        key,
+                        &owner,
+                        query_type,
+                        DNSClass::IN,
+                        query.dnssec_ok(),
+                    )
+                    .await
+                    .ok()?;
+                fetched.message.clone()
+            }
+        };
+        if message.metadata.response_code == ResponseCode::ServFail {
+            return None;
+        }
+        response.metadata.response_code = message.metadata.response_code;
+        response.add_answers(message.answers);
+        response.add_authorities(message.authorities);
+        Some(response)
+    }
+
+    /// One upstream resolution shared by every identical query that misses
+    /// the cache at the same moment; stores the answer in the cache.
+    async fn fetch(
+        &self,
+        snapshot: &Arc<Snapshot>,
+        key: CacheKey,
+        name: &Name,
+        query_type: RecordType,
+        class: DNSClass,
+        dnssec_ok: bool,
+    ) -> FetchResult {
+        let shared = {
+            let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(running) = in_flight.get(&key) {
+                running.clone()
+            } else {
+                let pool = snapshot.upstreams.clone();
+                let cache = snapshot.cache.clone();
+                let name = name.clone();
+                let store_key = key.clone();
+                let future = async move {
+                    let message = pool.resolve(&name, query_type, class, dnssec_ok).await?;
+                    let wire = WireAnswer::from_message(&message).map_err(|error| {
+                        tracing::warn!(%error, "upstream answer could not be re-encoded");
+                        UpstreamError::AllFailed
+                    })?;
+                    cache.store(store_key, &message, wire.clone());
+                    Ok(Arc::new(Fetched { message, wire }))
+                }
+                .boxed()
+                .shared();
+                in_flight.insert(key.clone(), future.clone());
+                future
+            }
+        };
+        let _cleanup = InFlightGuard {
+            map: &self.in_flight,
+            key,
+        };
+        shared.await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn count(
+        &self,
+        snapshot: &Snapshot,
+        query: &ClientQuery,
+        client: SocketAddr,
+        protocol: Protocol,
+        outcome: Outcome,
+        rcode: ResponseCode,
+        started: Instant,
+    ) {
+        self.metrics.query(protocol, outcome);
+        self.log(snapshot, query, client, outcome, rcode, started);
+    }
+
+    fn log(
+        &self,
+        snapshot: &Snapshot,
+        query: &ClientQuery,
+        client: SocketAddr,
+        outcome: Outcome,
+        rcode: ResponseCode,
+        started: Instant,
+    ) {
+        if snapshot.config.log.queries {
+            tracing::info!(
+                target: "accel_dns::query",
+                client = %client,
+                name = %query.name(),
+                r#type = %query.query_type(),
+                outcome = outcome.as_str(),
+                rcode = %rcode,
+                latency_us = started.elapsed().as_micros() as u64,
+                "query"
+            );
+        }
+    }
+}
+
+/// Removes a finished single-flight entry, whoever finishes first.
+struct InFlightGuard<'a> {
+    map: &'a Mutex<HashMap<CacheKey, InFlight>>,
+    key: CacheKey,
+}
+
+impl Drop for InFlightGuard<'_> {
+    fn drop(&mut self) {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        let done = map.get(&self.key).is_some_and(|f| f.peek().is_some());
+        if done {
+            map.remove(&self.key);
+        }
+    }
+}
+
+/// The cache key of a question.
+pub fn cache_key(
+    name: &Name,
+    query_type: RecordType,
+    class: DNSClass,
+    dnssec_ok: bool,
+) -> CacheKey {
+    CacheKey {
+        name: wire::name_key(name),
+        query_type: u16::from(query_type),
+        query_class: u16::from(class),
+        dnssec_ok,
+    }
+}
+
+fn answer_from_record(query: &ClientQuery, record: &CompiledRecord) -> Message {
+    let mut response = query.response(ResponseCode::NoError);
+    match &record.answer {
+        Answer::Cname(target) => {
+            response.add_answer(wire::cname_record(query.name(), record.ttl, target));
+        }
+        Answer::Addresses { .. } => {
+            add_addresses(&mut response, query.name(), query.query_type(), record)
+        }
+    }
+    response
+}
+
+fn add_addresses(
+    response: &mut Message,
+    owner: &Name,
+    query_type: RecordType,
+    record: &CompiledRecord,
+) {
+    if matches!(query_type, RecordType::A | RecordType::ANY) {
+        for ip in record.a() {
+            response.add_answer(wire::address_record_a(owner, record.ttl, ip));
+        }
+    }
+    if matches!(query_type, RecordType::AAAA | RecordType::ANY) {
+        for ip in record.aaaa() {
+            response.add_answer(wire::address_record_aaaa(owner, record.ttl, ip));
+        }
+    }
+}
+
+fn reply_message(message: &Message, protocol: Protocol, limit: Option<usize>) -> Handled {
+    let udp_limit = match protocol {
+        Protocol::Udp => Some(
+            limit
+                .unwrap_or(wire::CLASSIC_UDP_LIMIT)
+                .max(wire::CLASSIC_UDP_LIMIT),
+        ),
+        Protocol::Tcp => None,
+    };
+    match wire::encode_for(message, udp_limit) {
+        Some(bytes) => Handled::Reply(bytes),
+        None => Handled::Drop,
+    }
+}
+
+fn encode_or_servfail(message: &Message, query: &ClientQuery, udp_limit: Option<usize>) -> Vec<u8> {
+    wire::encode_for(message, udp_limit)
+        .or_else(|| wire::encode_for(&query.response(ResponseCode::ServFail), udp_limit))
+        .unwrap_or_default()
+}

@@ -1,0 +1,336 @@
+//! Forwarding (SPEC §4.5): ordered upstream servers with failover inside one
+//! time budget, a skip-for-a-while after a failure, UDP with a retry over TCP
+//! when truncated, and the anti-spoofing rules: every exchange uses a fresh
+//! socket on a kernel-chosen random port, connected to the server (so the
+//! kernel drops datagrams from any other address or port), a random ID, and
+//! an answer whose ID or question differs is ignored.
+
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::{Message, MessageType, Query, ResponseCode};
+use hickory_proto::rr::{DNSClass, Name, RecordType};
+use prometheus::{Histogram, IntCounter};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+use tokio::sync::Semaphore;
+
+use crate::metrics::Metrics;
+use crate::wire::{same_question, upstream_query};
+
+/// How long a failed upstream is passed over while others work.
+pub const SKIP_AFTER_FAILURE: Duration = Duration::from_secs(10);
+/// Upstream queries in flight at once, over every client; beyond it a
+/// query gets SERVFAIL at once instead of waiting in an unbounded queue.
+pub const MAX_IN_FLIGHT: usize = 2048;
+/// Largest answer read from an upstream over UDP.
+const UDP_BUFFER: usize = 4096;
+
+/// Why no upstream answer could be had.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum UpstreamError {
+    /// Every upstream timed out, failed or refused within the budget.
+    #[error("every upstream failed")]
+    AllFailed,
+    /// The bound on in-flight upstream queries was reached.
+    #[error("too many upstream queries in flight")]
+    Overloaded,
+    /// Every upstream was dropped as a forwarding loop.
+    #[error("no usable upstream (every one loops back to this server)")]
+    NoUpstream,
+}
+
+/// Why one exchange with one server failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ExchangeError {
+    /// No matching answer within the budget.
+    #[error("timed out")]
+    Timeout,
+    /// The socket failed (connection refused, unreachable, reset).
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// The query could not be encoded.
+    #[error("cannot encode query: {0}")]
+    Encode(#[from] hickory_proto::ProtoError),
+    /// The query does not fit a TCP frame.
+    #[error("query too large for TCP")]
+    TooLarge,
+}
+
+/// One upstream resolver and what is known of its health.
+#[derive(Debug)]
+pub struct UpstreamServer {
+    /// Its address.
+    pub addr: SocketAddr,
+    /// Milliseconds since `epoch` until which it is skipped; 0 = not skipped.
+    skip_until_ms: AtomicU64,
+    epoch: Instant,
+    looped: AtomicBool,
+    duration: Histogram,
+    errors: IntCounter,
+    loops: IntCounter,
+}
+
+impl UpstreamServer {
+    fn new(addr: SocketAddr, metrics: &Metrics) -> Self {
+        let label = addr.to_string();
+        Self {
+            addr,
+            skip_until_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
+            looped: AtomicBool::new(false),
+            duration: metrics.upstream_duration(&label),
+            errors: metrics.upstream_errors(&label),
+            loops: metrics.upstream_loops(&label),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn is_skipped(&self) -> bool {
+        self.skip_until_ms.load(Ordering::Relaxed) > self.now_ms()
+    }
+
+    fn failed(&self) {
+        self.errors.inc();
+        let until = self
+            .now_ms()
+            .saturating_add(SKIP_AFTER_FAILURE.as_millis() as u64);
+        self.skip_until_ms.store(until, Ordering::Relaxed);
+    }
+
+    fn succeeded(&self) {
+        self.skip_until_ms.store(0, Ordering::Relaxed);
+    }
+
+    /// Whether it was found to send this server's queries back to it.
+    pub fn is_looped(&self) -> bool {
+        self.looped.load(Ordering::Relaxed)
+    }
+
+    /// Takes it out of use: it forwards this server's queries back to it.
+    pub fn mark_looped(&self) {
+        self.loops.inc();
+        if !self.looped.swap(true, Ordering::Relaxed) {
+            tracing::error!(
+                upstream = %self.addr,
+                "forwarding loop: this upstream sends our queries back to us; it is no longer used until the next reload"
+            );
+        }
+    }
+
+    /// One query to this server: UDP, then TCP if the answer is truncated.
+    pub async fn exchange(
+        &self,
+        query: &Query,
+        dnssec_ok: bool,
+        budget: Duration,
+    ) -> Result<Message, ExchangeError> {
+        let started = Instant::now();
+        let deadline = started + budget;
+        let result = self.exchange_inner(query, dnssec_ok, deadline).await;
+        if result.is_ok() {
+            self.duration.observe(started.elapsed().as_secs_f64());
+        }
+        result
+    }
+
+    async fn exchange_inner(
+        &self,
+        query: &Query,
+        dnssec_ok: bool,
+        deadline: Instant,
+    ) -> Result<Message, ExchangeError> {
+        let udp = self.exchange_udp(query, dnssec_ok, deadline).await?;
+        if !udp.metadata.truncation {
+            return Ok(udp);
+        }
+        match self.exchange_tcp(query, dnssec_ok, deadline).await {
+            Ok(full) => Ok(full),
+            Err(e) => {
+                tracing::debug!(upstream = %self.addr, error = %e, "TCP retry of a truncated answer failed; relaying the truncated one");
+                Ok(udp)
+            }
+        }
+    }
+
+    fn encode(query: &Query, dnssec_ok: bool) -> Result<(u16, Vec<u8>), ExchangeError> {
+        let id: u16 = rand::random();
+        let message = upstream_query(
+            id,
+            query.name(),
+            query.query_type(),
+            query.query_class(),
+            dnssec_ok,
+        );
+        Ok((id, message.to_vec()?))
+    }
+
+    fn accept(id: u16, query: &Query, bytes: &[u8]) -> Option<Message> {
+        let message = Message::from_vec(bytes).ok()?;
+        let matches = message.metadata.id == id
+            && message.metadata.message_type == MessageType::Response
+            && message.queries.len() == 1
+            && same_question(query, &message.queries[0]);
+        matches.then_some(message)
+    }
+
+    async fn exchange_udp(
+        &self,
+        query: &Query,
+        dnssec_ok: bool,
+        deadline: Instant,
+    ) -> Result<Message, ExchangeError> {
+        let local: SocketAddr = if self.addr.is_ipv4() {
+            (Ipv4Addr::UNSPECIFIED, 0).into()
+        } else {
+            (Ipv6Addr::UNSPECIFIED, 0).into()
+        };
+        let socket = UdpSocket::bind(local).await?;
+        socket.connect(self.addr).await?;
+        let (id, bytes) = Self::encode(query, dnssec_ok)?;
+        socket.send(&bytes).await?;
+        let mut buffer = vec![0u8; UDP_BUFFER];
+        loop {
+            let received = tokio::time::timeout_at(deadline.into(), socket.recv(&mut buffer))
+                .await
+                .map_err(|_| ExchangeError::Timeout)??;
+            if let Some(message) = Self::accept(id, query, &buffer[..received]) {
+                return Ok(message);
+            }
+            tracing::debug!(upstream = %self.addr, "ignored an answer whose ID or question does not match");
+        }
+    }
+
+    async fn exchange_tcp(
+        &self,
+        query: &Query,
+        dnssec_ok: bool,
+        deadline: Instant,
+    ) -> Result<Message, ExchangeError> {
+        let work = async {
+            let mut stream = TcpStream::connect(self.addr).await?;
+            let (id, bytes) = Self::encode(query, dnssec_ok)?;
+            let len = u16::try_from(bytes.len()).map_err(|_| ExchangeError::TooLarge)?;
+            let mut framed = Vec::with_capacity(bytes.len() + 2);
+            framed.extend_from_slice(&len.to_be_bytes());
+            framed.extend_from_slice(&bytes);
+            stream.write_all(&framed).await?;
+            loop {
+                let len = stream.read_u16().await? as usize;
+                let mut answer = vec![0u8; len];
+                stream.read_exact(&mut answer).await?;
+                if let Some(message) = Self::accept(id, query, &answer) {
+                    return Ok(message);
+                }
+            }
+        };
+        tokio::time::timeout_at(deadline.into(), work)
+            .await
+            .map_err(|_| ExchangeError::Timeout)?
+    }
+}
+
+/// The upstreams of one configuration snapshot.
+#[derive(Debug)]
+pub struct UpstreamPool {
+    servers: Vec<Arc<UpstreamServer>>,
+    timeout: Duration,
+    permits: Arc<Semaphore>,
+}
+
+impl UpstreamPool {
+    /// A pool over `servers` in order; `permits` bounds in-flight queries
+    /// and is shared across reloads.
+    pub fn new(
+        servers: &[SocketAddr],
+        timeout: Duration,
+        permits: Arc<Semaphore>,
+        metrics: &Metrics,
+    ) -> Self {
+        Self {
+            servers: servers
+                .iter()
+                .map(|a| Arc::new(UpstreamServer::new(*a, metrics)))
+                .collect(),
+            timeout,
+            permits,
+        }
+    }
+
+    /// The servers, in order.
+    pub fn servers(&self) -> &[Arc<UpstreamServer>] {
+        &self.servers
+    }
+
+    /// Whether any server is still usable (not a loop).
+    pub fn has_usable(&self) -> bool {
+        self.servers.iter().any(|s| !s.is_looped())
+    }
+
+    /// Resolves one question upstream: servers in order (those skipped after a
+    /// recent failure last), each given an equal share of what is left of the
+    /// budget. SERVFAIL and REFUSED move on to the next; if every server
+    /// answered SERVFAIL, that SERVFAIL is the result.
+    pub async fn resolve(
+        &self,
+        name: &Name,
+        query_type: RecordType,
+        class: DNSClass,
+        dnssec_ok: bool,
+    ) -> Result<Message, UpstreamError> {
+        let _permit = self
+            .permits
+            .try_acquire()
+            .map_err(|_| UpstreamError::Overloaded)?;
+        let mut order: Vec<&Arc<UpstreamServer>> =
+            self.servers.iter().filter(|s| !s.is_looped()).collect();
+        if order.is_empty() {
+            return Err(UpstreamError::NoUpstream);
+        }
+        order.sort_by_key(|s| s.is_skipped());
+        let mut query = Query::query(name.clone(), query_type);
+        query.set_query_class(class);
+        let deadline = Instant::now() + self.timeout;
+        let mut servfail = None;
+        let mut all_servfail = true;
+        let count = order.len();
+        for (index, server) in order.into_iter().enumerate() {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                all_servfail = false;
+                break;
+            }
+            let share = remaining / u32::try_from(count - index).unwrap_or(1);
+            match server.exchange(&query, dnssec_ok, share).await {
+                Ok(answer) => match answer.metadata.response_code {
+                    ResponseCode::ServFail => {
+                        server.failed();
+                        servfail = Some(answer);
+                    }
+                    ResponseCode::Refused => {
+                        server.failed();
+                        all_servfail = false;
+                    }
+                    _ => {
+                        server.succeeded();
+                        return Ok(answer);
+                    }
+                },
+                Err(error) => {
+                    tracing::debug!(upstream = %server.addr, %error, name = %name, "upstream attempt failed");
+                    server.failed();
+                    all_servfail = false;
+                }
+            }
+        }
+        match servfail {
+            Some(answer) if all_servfail => Ok(answer),
+            _ => Err(UpstreamError::AllFailed),
+        }
+    }
+}

@@ -1,0 +1,549 @@
+//! The DNS wire format at the edges of the query path: turning client bytes
+//! into a [`ClientQuery`] (or the error answer SPEC §4.1 names), building
+//! answers, fitting them to the client's buffer (§4.7), and [`WireAnswer`]:
+//! an encoded answer whose ID, question case and TTLs are patched in place,
+//! so that a cache hit costs a copy rather than a full encode.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::rdata::{A, AAAA, CNAME};
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
+
+/// The EDNS buffer size this server announces and uses towards upstreams.
+pub const EDNS_PAYLOAD: u16 = 1232;
+/// The UDP answer limit for a client without EDNS.
+pub const CLASSIC_UDP_LIMIT: usize = 512;
+
+/// The EDNS facts of a client's query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientEdns {
+    /// Largest UDP answer the client accepts (at least 512).
+    pub payload: u16,
+    /// DNSSEC OK.
+    pub dnssec_ok: bool,
+}
+
+/// A well-formed query with exactly one question.
+#[derive(Debug, Clone)]
+pub struct ClientQuery {
+    /// The client's message ID.
+    pub id: u16,
+    /// RD as asked, copied into the answer.
+    pub recursion_desired: bool,
+    /// CD as asked.
+    pub checking_disabled: bool,
+    /// The question, with the client's letter case.
+    pub query: Query,
+    /// The client's OPT, if any.
+    pub edns: Option<ClientEdns>,
+}
+
+impl ClientQuery {
+    /// The asked name, as sent.
+    pub fn name(&self) -> &Name {
+        self.query.name()
+    }
+
+    /// The asked type.
+    pub fn query_type(&self) -> RecordType {
+        self.query.query_type()
+    }
+
+    /// Whether DO was set.
+    pub fn dnssec_ok(&self) -> bool {
+        self.edns.is_some_and(|e| e.dnssec_ok)
+    }
+
+    /// Largest answer that fits this client over UDP.
+    pub fn udp_limit(&self) -> usize {
+        self.edns.map_or(CLASSIC_UDP_LIMIT, |e| {
+            usize::from(e.payload).max(CLASSIC_UDP_LIMIT)
+        })
+    }
+
+    /// An empty answer to this query: ID, RD and question copied, RA set,
+    /// OPT echoed when the client sent one.
+    pub fn response(&self, rcode: ResponseCode) -> Message {
+        let mut message = Message::response(self.id, OpCode::Query);
+        message.metadata.recursion_desired = self.recursion_desired;
+        message.metadata.recursion_available = true;
+        message.metadata.checking_disabled = self.checking_disabled;
+        message.metadata.response_code = rcode;
+        message.add_query(self.query.clone());
+        if let Some(edns) = self.edns {
+            message.set_edns(server_edns(edns.dnssec_ok));
+        }
+        message
+    }
+}
+
+/// The OPT this server puts in its answers.
+pub fn server_edns(dnssec_ok: bool) -> Edns {
+    let mut edns = Edns::new();
+    edns.set_max_payload(EDNS_PAYLOAD);
+    edns.set_version(0);
+    edns.set_dnssec_ok(dnssec_ok);
+    edns
+}
+
+/// What the first look at a packet decides.
+#[derive(Debug)]
+pub enum Inbound {
+    /// A query to answer.
+    Query(ClientQuery),
+    /// A query that gets an error answer at once (FORMERR, NOTIMP, BADVERS).
+    Reject(Message, ResponseCode),
+    /// Not a DNS query: dropped (UDP) or the connection ends (TCP).
+    Drop,
+}
+
+/// Classifies raw bytes from a client (SPEC §4.1).
+pub fn parse_query(packet: &[u8]) -> Inbound {
+    let Ok(message) = Message::from_vec(packet) else {
+        return Inbound::Drop;
+    };
+    if message.metadata.message_type != MessageType::Query {
+        // Answers sent to a server are never answered: that way lies reflection.
+        return Inbound::Drop;
+    }
+    let reply = |rcode: ResponseCode, with_edns: bool| {
+        let mut out = Message::response(message.metadata.id, message.metadata.op_code);
+        out.metadata.recursion_desired = message.metadata.recursion_desired;
+        out.metadata.recursion_available = true;
+        out.metadata.response_code = rcode;
+        if message.queries.len() == 1 {
+            out.add_queries(message.queries.iter().cloned());
+        }
+        if with_edns || message.edns.is_some() {
+            let dnssec_ok = message.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok);
+            out.set_edns(server_edns(dnssec_ok));
+        }
+        Inbound::Reject(out, rcode)
+    };
+    if message.metadata.op_code != OpCode::Query {
+        return reply(ResponseCode::NotImp, false);
+    }
+    if message.queries.len() != 1 {
+        return reply(ResponseCode::FormErr, false);
+    }
+    if let Some(edns) = &message.edns
+        && edns.version() != 0
+    {
+        return reply(ResponseCode::BADVERS, true);
+    }
+    let edns = message.edns.as_ref().map(|e| ClientEdns {
+        payload: e.max_payload().max(CLASSIC_UDP_LIMIT as u16),
+        dnssec_ok: e.flags().dnssec_ok,
+    });
+    let Some(query) = message.queries.into_iter().next() else {
+        return Inbound::Drop;
+    };
+    Inbound::Query(ClientQuery {
+        id: message.metadata.id,
+        recursion_desired: message.metadata.recursion_desired,
+        checking_disabled: message.metadata.checking_disabled,
+        query,
+        edns,
+    })
+}
+
+/// Encodes `message`; over UDP, an answer larger than `limit` is replaced by
+/// the same header and question with TC set and no records (SPEC §4.7).
+/// `None` only if the message cannot be encoded at all.
+pub fn encode_for(message: &Message, udp_limit: Option<usize>) -> Option<Vec<u8>> {
+    let bytes = message.to_vec().ok()?;
+    match udp_limit {
+        Some(limit) if bytes.len() > limit => message.truncate().to_vec().ok(),
+        _ => Some(bytes),
+    }
+}
+
+/// An A, AAAA or CNAME record of this server's own.
+pub fn address_record_a(name: &Name, ttl: u32, ip: Ipv4Addr) -> Record {
+    Record::from_rdata(name.clone(), ttl, RData::A(A(ip)))
+}
+
+/// An AAAA record of this server's own.
+pub fn address_record_aaaa(name: &Name, ttl: u32, ip: Ipv6Addr) -> Record {
+    Record::from_rdata(name.clone(), ttl, RData::AAAA(AAAA(ip)))
+}
+
+/// A CNAME record of this server's own.
+pub fn cname_record(name: &Name, ttl: u32, target: &Name) -> Record {
+    Record::from_rdata(name.clone(), ttl, RData::CNAME(CNAME(target.clone())))
+}
+
+/// The lower-cased wire form of a name: the cache's key, without allocation
+/// beyond the one buffer.
+pub fn name_key(name: &Name) -> Box<[u8]> {
+    let mut out = Vec::with_capacity(name.len() + 2);
+    for label in name.iter() {
+        out.push(label.len() as u8);
+        out.extend(label.iter().map(u8::to_ascii_lowercase));
+    }
+    out.push(0);
+    out.into_boxed_slice()
+}
+
+/// An answer held in encoded form: the header (ID 0), one question in lower
+/// case, the records, and no OPT. [`WireAnswer::render`] makes a client's
+/// answer out of it by patching the ID, flags, question case and TTLs.
+#[derive(Debug, Clone)]
+pub struct WireAnswer {
+    bytes: Box<[u8]>,
+    question_end: usize,
+    /// (offset of a TTL field, TTL as received)
+    ttls: Box<[(u32, u32)]>,
+    rcode: ResponseCode,
+    truncated: bool,
+}
+
+/// Why an upstream message cannot be held as a [`WireAnswer`].
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    /// hickory could not encode it.
+    #[error("cannot encode answer: {0}")]
+    Encode(#[from] hickory_proto::ProtoError),
+    /// Our own encoding did not walk as DNS (a bug, never client input).
+    #[error("encoded answer is not walkable")]
+    Walk,
+}
+
+impl WireAnswer {
+    /// Encodes `message` in canonical form (ID 0, question lower-cased, OPT
+    /// removed) and notes where its TTLs are.
+    pub fn from_message(message: &Message) -> Result<Self, WireError> {
+        let mut canonical = message.clone();
+        canonical.metadata.id = 0;
+        canonical.metadata.message_type = MessageType::Response;
+        canonical.metadata.recursion_available = true;
+        canonical.edns = None;
+        canonical.signature = None;
+        for query in &mut canonical.queries {
+            let lower = query.name().to_lowercase();
+            query.set_name(lower);
+        }
+        if canonical.metadata.response_code.high() > 0 {
+            // Extended rcodes need an OPT; without one the nearest is SERVFAIL.
+            canonical.metadata.response_code = ResponseCode::ServFail;
+        }
+        let bytes = canonical.to_vec()?;
+        let (question_end, ttls) = walk_ttls(&bytes).ok_or(WireError::Walk)?;
+        Ok(Self {
+            bytes: bytes.into_boxed_slice(),
+            question_end,
+            ttls: ttls.into_boxed_slice(),
+            rcode: canonical.metadata.response_code,
+            truncated: canonical.metadata.truncation,
+        })
+    }
+
+    /// The rcode.
+    pub fn rcode(&self) -> ResponseCode {
+        self.rcode
+    }
+
+    /// Whether TC was set.
+    pub fn truncated(&self) -> bool {
+        self.truncated
+    }
+
+    /// Bytes held (for memory accounting).
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Whether the encoding is empty (never, for a built answer).
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    /// Decodes the held answer with every TTL lowered by `age` seconds (used
+    /// by CNAME chasing, which needs the records themselves).
+    pub fn to_message(&self, ttl: TtlRule) -> Option<Message> {
+        let mut bytes = self.bytes.to_vec();
+        self.patch_ttls(&mut bytes, ttl);
+        Message::from_vec(&bytes).ok()
+    }
+
+    fn patch_ttls(&self, bytes: &mut [u8], rule: TtlRule) {
+        for &(offset, original) in self.ttls.iter() {
+            let ttl = match rule {
+                TtlRule::Aged { age, min, max } => {
+                    original.clamp(min.min(max), max).saturating_sub(age)
+                }
+                TtlRule::Fixed(ttl) => ttl,
+            };
+            let at = offset as usize;
+            if let Some(field) = bytes.get_mut(at..at + 4) {
+                field.copy_from_slice(&ttl.to_be_bytes());
+            }
+        }
+    }
+
+    /// Writes the answer for `query` into `out`: the client's ID, RD and
+    /// question case, TTLs by `ttl`, an OPT if the client sent one, and over
+    /// UDP a truncated form when it does not fit `udp_limit`.
+    pub fn render(
+        &self,
+        query: &ClientQuery,
+        packet_question: Option<&[u8]>,
+        ttl: TtlRule,
+        udp_limit: Option<usize>,
+        out: &mut Vec<u8>,
+    ) {
+        out.clear();
+        let opt_len = if query.edns.is_some() { 11 } else { 0 };
+        let full_len = self.bytes.len() + opt_len;
+        let truncate = udp_limit.is_some_and(|limit| full_len > limit);
+        let body_end = if truncate {
+            self.question_end
+        } else {
+            self.bytes.len()
+        };
+        out.extend_from_slice(&self.bytes[..body_end]);
+        out[0..2].copy_from_slice(&query.id.to_be_bytes());
+        // Flags: keep QR/opcode/AA/TC/AD/CD/rcode, set RD as asked and RA.
+        out[2] = (out[2] & !0x01) | u8::from(query.recursion_desired);
+        out[3] |= 0x80;
+        if let Some(question) = packet_question
+            && question.len() == self.question_end - 12
+            && question.eq_ignore_ascii_case(&self.bytes[12..self.question_end])
+        {
+            out[12..self.question_end].copy_from_slice(question);
+        }
+        if truncate {
+            out[2] |= 0x02;
+            out[6..12].fill(0);
+        } else {
+            self.patch_ttls(out, ttl);
+        }
+        if let Some(edns) = query.edns {
+            let arcount = u16::from_be_bytes([out[10], out[11]]).saturating_add(1);
+            out[10..12].copy_from_slice(&arcount.to_be_bytes());
+            out.push(0); // root owner
+            out.extend_from_slice(&u16::from(RecordType::OPT).to_be_bytes());
+            out.extend_from_slice(&EDNS_PAYLOAD.to_be_bytes());
+            out.extend_from_slice(&[0, 0, if edns.dnssec_ok { 0x80 } else { 0 }, 0]);
+            out.extend_from_slice(&[0, 0]);
+        }
+    }
+}
+
+/// How TTLs are written when an answer is rendered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TtlRule {
+    /// Bounded to `[min, max]`, then lowered by `age` seconds held (never below 0).
+    Aged {
+        /// Seconds held.
+        age: u32,
+        /// Lower bound before ageing.
+        min: u32,
+        /// Upper bound before ageing.
+        max: u32,
+    },
+    /// All set to this value (stale answers).
+    Fixed(u32),
+}
+
+/// The question bytes of a client packet (`QNAME QTYPE QCLASS`), if the name
+/// is written without compression (always, in a sane query).
+pub fn packet_question(packet: &[u8]) -> Option<&[u8]> {
+    let mut at = 12;
+    loop {
+        let len = *packet.get(at)? as usize;
+        if len == 0 {
+            at += 1;
+            break;
+        }
+        if len > 63 {
+            return None;
+        }
+        at += 1 + len;
+    }
+    packet.get(12..at + 4)
+}
+
+/// Walks an encoded message: returns where the question ends and the
+/// offset and value of every TTL (OPT's pseudo-TTL excluded).
+fn walk_ttls(bytes: &[u8]) -> Option<(usize, Vec<(u32, u32)>)> {
+    let count = |at: usize| -> Option<usize> {
+        Some(u16::from_be_bytes([*bytes.get(at)?, *bytes.get(at + 1)?]) as usize)
+    };
+    let questions = count(4)?;
+    let records = count(6)? + count(8)? + count(10)?;
+    let mut at = 12;
+    for _ in 0..questions {
+        at = skip_name(bytes, at)? + 4;
+    }
+    let question_end = at;
+    if questions != 1 || question_end > bytes.len() {
+        return None;
+    }
+    let mut ttls = Vec::with_capacity(records);
+    for _ in 0..records {
+        at = skip_name(bytes, at)?;
+        let rtype = count(at)?;
+        let ttl_at = at + 4;
+        let ttl = u32::from_be_bytes(bytes.get(ttl_at..ttl_at + 4)?.try_into().ok()?);
+        let rdlength = count(at + 8)?;
+        if rtype != usize::from(u16::from(RecordType::OPT)) {
+            ttls.push((ttl_at as u32, ttl));
+        }
+        at += 10 + rdlength;
+        if at > bytes.len() {
+            return None;
+        }
+    }
+    Some((question_end, ttls))
+}
+
+fn skip_name(bytes: &[u8], mut at: usize) -> Option<usize> {
+    loop {
+        let len = *bytes.get(at)?;
+        match len {
+            0 => return Some(at + 1),
+            l if l & 0xC0 == 0xC0 => return Some(at + 2),
+            l if l < 64 => at += 1 + l as usize,
+            _ => return None,
+        }
+    }
+}
+
+/// Whether a response's question is the one asked (case-insensitive).
+pub fn same_question(asked: &Query, answered: &Query) -> bool {
+    asked.query_type() == answered.query_type()
+        && asked.query_class() == answered.query_class()
+        && asked.name() == answered.name()
+}
+
+/// A query for upstream: random ID, RD, the question, EDNS with our buffer
+/// and the client's DO.
+pub fn upstream_query(
+    id: u16,
+    name: &Name,
+    query_type: RecordType,
+    class: DNSClass,
+    dnssec_ok: bool,
+) -> Message {
+    let mut message = Message::new(id, MessageType::Query, OpCode::Query);
+    message.metadata.recursion_desired = true;
+    // Ask for AD so that a validating upstream says what it validated (RFC 6840 §5.7).
+    message.metadata.authentic_data = true;
+    let mut query = Query::query(name.clone(), query_type);
+    query.set_query_class(class);
+    message.add_query(query);
+    message.set_edns(server_edns(dnssec_ok));
+    message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query_bytes(name: &str, rtype: RecordType, edns: bool) -> Vec<u8> {
+        let mut message = Message::new(0x1234, MessageType::Query, OpCode::Query);
+        message.metadata.recursion_desired = true;
+        message.add_query(Query::query(Name::from_ascii(name).expect("name"), rtype));
+        if edns {
+            message.set_edns(server_edns(true));
+        }
+        message.to_vec().expect("encode")
+    }
+
+    #[test]
+    fn garbage_is_dropped_and_bad_queries_rejected() {
+        assert!(matches!(parse_query(&[1, 2, 3]), Inbound::Drop));
+        let mut message = Message::new(1, MessageType::Query, OpCode::Query);
+        let bytes = message.to_vec().expect("encode");
+        assert!(matches!(
+            parse_query(&bytes),
+            Inbound::Reject(_, ResponseCode::FormErr)
+        ));
+        message.metadata.op_code = OpCode::Status;
+        message.add_query(Query::query(Name::root(), RecordType::A));
+        let bytes = message.to_vec().expect("encode");
+        assert!(matches!(
+            parse_query(&bytes),
+            Inbound::Reject(_, ResponseCode::NotImp)
+        ));
+    }
+
+    #[test]
+    fn wire_answer_patches_id_case_and_ttls() {
+        let packet = query_bytes("Docker.IO.", RecordType::A, true);
+        let Inbound::Query(query) = parse_query(&packet) else {
+            panic!("not a query")
+        };
+        let mut response = query.response(ResponseCode::NoError);
+        response.add_answer(address_record_a(
+            &query.name().to_lowercase(),
+            300,
+            Ipv4Addr::new(203, 0, 113, 10),
+        ));
+        let wire = WireAnswer::from_message(&response).expect("wire");
+        let mut out = Vec::new();
+        wire.render(
+            &query,
+            packet_question(&packet),
+            TtlRule::Aged {
+                age: 100,
+                min: 0,
+                max: u32::MAX,
+            },
+            Some(512),
+            &mut out,
+        );
+        let decoded = Message::from_vec(&out).expect("decode");
+        assert_eq!(decoded.metadata.id, 0x1234);
+        assert_eq!(decoded.queries[0].name().to_ascii(), "Docker.IO.");
+        assert_eq!(decoded.answers[0].ttl, 200);
+        assert!(decoded.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok));
+        assert!(decoded.metadata.recursion_available);
+    }
+
+    #[test]
+    fn oversized_udp_answers_are_truncated() {
+        let packet = query_bytes("big.example.", RecordType::A, false);
+        let Inbound::Query(query) = parse_query(&packet) else {
+            panic!("not a query")
+        };
+        let mut response = query.response(ResponseCode::NoError);
+        for i in 0..60u8 {
+            response.add_answer(address_record_a(
+                query.name(),
+                60,
+                Ipv4Addr::new(198, 51, 100, i),
+            ));
+        }
+        let wire = WireAnswer::from_message(&response).expect("wire");
+        let mut out = Vec::new();
+        wire.render(
+            &query,
+            None,
+            TtlRule::Aged {
+                age: 0,
+                min: 0,
+                max: u32::MAX,
+            },
+            Some(query.udp_limit()),
+            &mut out,
+        );
+        let decoded = Message::from_vec(&out).expect("decode");
+        assert!(decoded.metadata.truncation);
+        assert!(decoded.answers.is_empty());
+        wire.render(
+            &query,
+            None,
+            TtlRule::Aged {
+                age: 0,
+                min: 0,
+                max: u32::MAX,
+            },
+            None,
+            &mut out,
+        );
+        assert_eq!(Message::from_vec(&out).expect("decode").answers.len(), 60);
+    }
+}
