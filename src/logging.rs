@@ -15,6 +15,11 @@ pub struct LogHandle {
 }
 
 impl LogHandle {
+    /// A handle that changes nothing (tests, embedding without a subscriber).
+    pub fn detached() -> Self {
+        Self { handle: None }
+    }
+
     /// Applies `[log] level` unless `RUST_LOG` pins the filter.
     pub fn apply(&self, config: &LogConfig) {
         if let Some(handle) = &self.handle

@@ -248,6 +248,70 @@ t_default_path_in_mount_namespace() {
     pass "$name"
 }
 
+# wait_for DESCRIPTION COMMAND...: polls COMMAND every 0.1 s for at most 10 s.
+wait_for() {
+    local what=$1 deadline=$((SECONDS + 10))
+    shift
+    until "$@"; do
+        if ((SECONDS >= deadline)); then echo "timed out waiting for $what" >"$WORK/err"; return 1; fi
+        sleep 0.1
+    done
+}
+
+# Conditions for wait_for on the scratch dir of the current case.
+# shellcheck disable=SC2317 # called through wait_for
+proxy_first() { [[ "$(nameservers "$dir/resolv.conf")" == "169.254.20.53 198.51.100.53 198.51.100.54" ]]; }
+# shellcheck disable=SC2317 # called through wait_for
+restored() { cmp -s "$dir/original" "$dir/resolv.conf"; }
+
+# The loop of the optional node-resolv DaemonSet: proxy first while /readyz answers 200, the
+# original back when it stops answering, and the original back on SIGTERM.
+t_node_resolv_loop_follows_readiness() {
+    local name=${FUNCNAME[0]#t_}
+    if ! command -v python3 >/dev/null || ! command -v wget >/dev/null; then
+        skip "$name [$SHELL_UNDER_TEST]" "needs python3 and wget"; return
+    fi
+    fresh "$name"
+    # A stand-in admin endpoint on a free loopback port: GET /readyz -> 200.
+    mkdir -p "$dir/www" && : >"$dir/www/readyz"
+    python3 -c '
+import functools, http.server, sys
+handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=sys.argv[1])
+handler.log_message = lambda *a: None
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+open(sys.argv[2] + ".tmp", "w").write(str(server.server_address[1]))
+__import__("os").rename(sys.argv[2] + ".tmp", sys.argv[2])
+server.serve_forever()
+' "$dir/www" "$dir/port" &
+    local server=$!
+    if ! wait_for "the stand-in admin endpoint" test -s "$dir/port"; then kill "$server"; fail "$name" "no admin stand-in" "$WORK/err"; return; fi
+    local shell_cmd
+    read -r -a shell_cmd <<<"$SHELL_UNDER_TEST"
+    "${shell_cmd[@]}" "$HERE/accel-dns-node-resolv.sh" --interval 0.2 --resolv-conf "$dir/resolv.conf" \
+        --ready-url "http://127.0.0.1:$(cat "$dir/port")/readyz" >"$dir/loop.log" 2>&1 &
+    local loop=$!
+    if ! wait_for "the proxy line while ready" proxy_first; then
+        kill "$loop" "$server"; fail "$name" "resolv.conf never pointed at the proxy" "$dir/loop.log"; return
+    fi
+    kill "$server"; wait "$server" 2>/dev/null
+    if ! wait_for "the original while not ready" restored; then
+        kill "$loop"; fail "$name" "resolv.conf not restored when /readyz stopped answering" "$dir/loop.log"; return
+    fi
+    # Ready again, then SIGTERM: the loop must restore the file and exit 0.
+    python3 -m http.server --bind 127.0.0.1 --directory "$dir/www" "$(cat "$dir/port")" >/dev/null 2>&1 &
+    server=$!
+    if ! wait_for "the proxy line after recovery" proxy_first; then
+        kill "$loop" "$server"; fail "$name" "resolv.conf did not follow the recovery" "$dir/loop.log"; return
+    fi
+    kill -TERM "$loop"
+    local status=0
+    wait "$loop" || status=$?
+    kill "$server"; wait "$server" 2>/dev/null
+    if [[ $status != 0 ]]; then fail "$name" "the loop exited $status on SIGTERM" "$dir/loop.log"; return; fi
+    if ! restored; then fail "$name" "resolv.conf not restored on SIGTERM" "$dir/loop.log"; return; fi
+    pass "$name"
+}
+
 # ------------------------------------------------------------------ run
 shells=(sh)
 if command -v busybox >/dev/null && busybox sh -c true 2>/dev/null; then shells+=("busybox sh"); fi
