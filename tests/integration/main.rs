@@ -3,4 +3,5 @@
 //! process, deadlines instead of sleeps).
 
 mod common;
+mod serving;
 mod smoke;
