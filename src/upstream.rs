@@ -1,11 +1,12 @@
 //! Forwarding (SPEC §4.5): ordered upstream servers with failover inside one
 //! time budget, a skip-for-a-while after a failure, UDP with a retry over TCP
-//! when truncated, and the anti-spoofing rules: every exchange uses a fresh
-//! socket on a kernel-chosen random port, connected to the server (so the
-//! kernel drops datagrams from any other address or port), a random ID, and
-//! an answer whose ID or question differs is ignored.
+//! when truncated, and the anti-spoofing rules: every UDP query goes out on
+//! a socket picked at random from a pool of 16 bound to kernel-chosen random
+//! ports and connected to the server (so the kernel drops datagrams from any
+//! other address or port; see `udp_pool`), with a random ID, and an answer
+//! whose ID or question differs is ignored.
 
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -14,10 +15,11 @@ use hickory_proto::op::{Message, MessageType, Query, ResponseCode};
 use hickory_proto::rr::{DNSClass, Name, RecordType};
 use prometheus::{Histogram, IntCounter};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpStream, UdpSocket};
+use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 
 use crate::metrics::Metrics;
+use crate::udp_pool::{PoolError, UdpPool};
 use crate::wire::{same_question, upstream_query};
 
 /// How long a failed upstream is passed over while others work.
@@ -25,8 +27,6 @@ pub const SKIP_AFTER_FAILURE: Duration = Duration::from_secs(10);
 /// Upstream queries in flight at once, over every client; beyond it a
 /// query gets SERVFAIL at once instead of waiting in an unbounded queue.
 pub const MAX_IN_FLIGHT: usize = 2048;
-/// Largest answer read from an upstream over UDP.
-const UDP_BUFFER: usize = 4096;
 
 /// Why no upstream answer could be had.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -71,6 +71,7 @@ pub struct UpstreamServer {
     duration: Histogram,
     errors: IntCounter,
     loops: IntCounter,
+    udp: UdpPool,
 }
 
 impl UpstreamServer {
@@ -84,6 +85,7 @@ impl UpstreamServer {
             duration: metrics.upstream_duration(&label),
             errors: metrics.upstream_errors(&label),
             loops: metrics.upstream_loops(&label),
+            udp: UdpPool::new(addr),
         }
     }
 
@@ -185,25 +187,15 @@ impl UpstreamServer {
         dnssec_ok: bool,
         deadline: Instant,
     ) -> Result<Message, ExchangeError> {
-        let local: SocketAddr = if self.addr.is_ipv4() {
-            (Ipv4Addr::UNSPECIFIED, 0).into()
-        } else {
-            (Ipv6Addr::UNSPECIFIED, 0).into()
-        };
-        let socket = UdpSocket::bind(local).await?;
-        socket.connect(self.addr).await?;
-        let (id, bytes) = Self::encode(query, dnssec_ok)?;
-        socket.send(&bytes).await?;
-        let mut buffer = vec![0u8; UDP_BUFFER];
-        loop {
-            let received = tokio::time::timeout_at(deadline.into(), socket.recv(&mut buffer))
-                .await
-                .map_err(|_| ExchangeError::Timeout)??;
-            if let Some(message) = Self::accept(id, query, &buffer[..received]) {
-                return Ok(message);
-            }
-            tracing::debug!(upstream = %self.addr, "ignored an answer whose ID or question does not match");
-        }
+        let (_, bytes) = Self::encode(query, dnssec_ok)?;
+        self.udp
+            .exchange(query, bytes, deadline)
+            .await
+            .map_err(|e| match e {
+                PoolError::Timeout => ExchangeError::Timeout,
+                PoolError::Io(io) => ExchangeError::Io(io),
+                PoolError::Busy => ExchangeError::Io(std::io::ErrorKind::WouldBlock.into()),
+            })
     }
 
     async fn exchange_tcp(

@@ -1,0 +1,212 @@
+//! A pool of UDP sockets towards one upstream (SPEC §4.5): 16 sockets, each
+//! bound to a kernel-chosen random port and connected to the upstream (so
+//! the kernel drops datagrams from any other address or port), shared by
+//! every query to that upstream. A query takes a socket at random and a
+//! random ID not in use on it; one reader task per socket hands each answer
+//! to the query whose ID *and* question it matches, and ignores the rest.
+//! This costs one `send` and a share of a `recv` per query, where a fresh
+//! socket per query costs four more system calls.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
+
+use hickory_proto::op::{Message, MessageType, Query};
+use tokio::net::UdpSocket;
+use tokio::sync::oneshot;
+
+use crate::wire::same_question;
+
+/// Sockets per upstream.
+pub const POOL_SIZE: usize = 16;
+/// Largest answer read.
+const RECEIVE_BUFFER: usize = 4096;
+
+/// Why an exchange over the pool failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    /// No matching answer before the deadline.
+    #[error("timed out")]
+    Timeout,
+    /// The upstream port is closed (ICMP port unreachable) or the socket failed.
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    /// Every ID of the chosen socket is in use.
+    #[error("no free query ID")]
+    Busy,
+}
+
+type Waiters = Mutex<HashMap<u16, (Query, oneshot::Sender<Result<Message, io::ErrorKind>>)>>;
+
+struct PooledSocket {
+    socket: Arc<UdpSocket>,
+    waiters: Arc<Waiters>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for PooledSocket {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+/// The sockets towards one upstream, opened on first use.
+pub struct UdpPool {
+    upstream: SocketAddr,
+    sockets: OnceLock<Result<Vec<PooledSocket>, io::ErrorKind>>,
+}
+
+impl std::fmt::Debug for UdpPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UdpPool")
+            .field("upstream", &self.upstream)
+            .finish()
+    }
+}
+
+impl UdpPool {
+    /// A pool towards `upstream`; no socket is opened yet.
+    pub fn new(upstream: SocketAddr) -> Self {
+        Self {
+            upstream,
+            sockets: OnceLock::new(),
+        }
+    }
+
+    fn sockets(&self) -> Result<&[PooledSocket], io::Error> {
+        let opened = self.sockets.get_or_init(|| {
+            (0..POOL_SIZE)
+                .map(|_| open(self.upstream))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| e.kind())
+        });
+        match opened {
+            Ok(sockets) => Ok(sockets),
+            Err(kind) => Err(io::Error::from(*kind)),
+        }
+    }
+
+    /// Sends `bytes` (a query whose ID is patched in) and waits until
+    /// `deadline` for the answer that matches the ID and `question`.
+    pub async fn exchange(
+        &self,
+        question: &Query,
+        mut bytes: Vec<u8>,
+        deadline: Instant,
+    ) -> Result<Message, PoolError> {
+        let sockets = self.sockets()?;
+        let pooled = &sockets[rand::random_range(0..sockets.len())];
+        let (tx, rx) = oneshot::channel();
+        let id = {
+            let mut waiters = pooled.waiters.lock().unwrap_or_else(|e| e.into_inner());
+            let mut id = rand::random::<u16>();
+            let mut tries = 0;
+            while waiters.contains_key(&id) {
+                tries += 1;
+                if tries > 64 {
+                    return Err(PoolError::Busy);
+                }
+                id = rand::random();
+            }
+            waiters.insert(id, (question.clone(), tx));
+            id
+        };
+        let _forget = ForgetOnDrop {
+            waiters: &pooled.waiters,
+            id,
+        };
+        if let Some(header) = bytes.get_mut(0..2) {
+            header.copy_from_slice(&id.to_be_bytes());
+        }
+        pooled.socket.send(&bytes).await?;
+        match tokio::time::timeout_at(deadline.into(), rx).await {
+            Ok(Ok(Ok(message))) => Ok(message),
+            Ok(Ok(Err(kind))) => Err(PoolError::Io(kind.into())),
+            Ok(Err(_)) => Err(PoolError::Io(io::ErrorKind::BrokenPipe.into())),
+            Err(_) => Err(PoolError::Timeout),
+        }
+    }
+}
+
+/// Removes a waiter whose query ended (answered, timed out, or cancelled).
+struct ForgetOnDrop<'a> {
+    waiters: &'a Waiters,
+    id: u16,
+}
+
+impl Drop for ForgetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.waiters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.id);
+    }
+}
+
+fn open(upstream: SocketAddr) -> io::Result<PooledSocket> {
+    let local: SocketAddr = if upstream.is_ipv4() {
+        (Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let std_socket = std::net::UdpSocket::bind(local)?;
+    std_socket.connect(upstream)?;
+    std_socket.set_nonblocking(true)?;
+    let socket = Arc::new(UdpSocket::from_std(std_socket)?);
+    let waiters: Arc<Waiters> = Arc::new(Mutex::new(HashMap::new()));
+    let reader = tokio::spawn(read_answers(socket.clone(), waiters.clone()));
+    Ok(PooledSocket {
+        socket,
+        waiters,
+        reader,
+    })
+}
+
+/// Hands every answer to the waiter with its ID if the question matches too.
+async fn read_answers(socket: Arc<UdpSocket>, waiters: Arc<Waiters>) {
+    let mut buffer = vec![0u8; RECEIVE_BUFFER];
+    loop {
+        let len = match socket.recv(&mut buffer).await {
+            Ok(len) => len,
+            Err(error) => {
+                // A connected UDP socket reports ICMP port unreachable here: every
+                // query in flight on it is going to a closed port.
+                let mut waiting = waiters.lock().unwrap_or_else(|e| e.into_inner());
+                for (_, (_, tx)) in waiting.drain() {
+                    let _ = tx.send(Err(error.kind()));
+                }
+                continue;
+            }
+        };
+        let Some(id) = buffer.get(0..2).map(|b| u16::from_be_bytes([b[0], b[1]])) else {
+            continue;
+        };
+        let expected = {
+            let waiting = waiters.lock().unwrap_or_else(|e| e.into_inner());
+            waiting.get(&id).map(|(question, _)| question.clone())
+        };
+        let Some(question) = expected else {
+            tracing::debug!("ignored an upstream answer with an unknown ID");
+            continue;
+        };
+        let Ok(message) = Message::from_vec(&buffer[..len]) else {
+            continue;
+        };
+        let matches = message.metadata.message_type == MessageType::Response
+            && message.queries.len() == 1
+            && same_question(&question, &message.queries[0]);
+        if !matches {
+            tracing::debug!("ignored an upstream answer whose question does not match");
+            continue;
+        }
+        let waiter = waiters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+        if let Some((_, tx)) = waiter {
+            let _ = tx.send(Ok(message));
+        }
+    }
+}
