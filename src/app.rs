@@ -29,6 +29,12 @@ use crate::upstream::MAX_IN_FLIGHT;
 /// Longest time in-flight queries get to finish after SIGTERM/SIGINT.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long a stopping server keeps answering with `/readyz` failing
+/// before it stops accepting (the lame duck of CoreDNS's `health`):
+/// long enough for a load balancer or a kubelet probe to take it out of
+/// rotation, short enough to keep a rolling restart quick.
+pub const LAME_DUCK: Duration = Duration::from_secs(1);
+
 /// A running server.
 pub struct Server {
     /// The DNS addresses bound (useful when `listen` used port 0).
@@ -39,7 +45,11 @@ pub struct Server {
     pub resolver: Arc<Resolver>,
     /// Sends reload requests (what SIGHUP does).
     pub reload: mpsc::Sender<Trigger>,
+    /// How long [`Server::stop`] keeps serving with `/readyz` failing
+    /// before it stops accepting; [`LAME_DUCK`] unless changed.
+    pub lame_duck: Duration,
     shutdown: CancellationToken,
+    admin_shutdown: CancellationToken,
     draining: Arc<AtomicBool>,
     tasks: TaskTracker,
     serving: tokio::task::JoinHandle<()>,
@@ -80,9 +90,13 @@ impl Server {
             shared.metrics.clone(),
             loops.clone(),
         ));
-        reload::start_snapshot_tasks(&snapshot, &loops);
+        reload::start_snapshot_tasks(&snapshot, &loops, &shared.health);
+        shared.metrics.loaded_at_start();
 
         let shutdown = CancellationToken::new();
+        // The admin endpoint outlives the DNS listeners so that `/readyz`
+        // answers 503 (not connection refused) for the whole drain.
+        let admin_shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
         let ready = Arc::new(AtomicBool::new(false));
         let draining = Arc::new(AtomicBool::new(false));
@@ -93,7 +107,7 @@ impl Server {
                 ready: ready.clone(),
                 draining: draining.clone(),
             };
-            let stop = shutdown.clone();
+            let stop = admin_shutdown.clone();
             tokio::spawn(async move {
                 if let Err(error) = admin::serve(listener, state, stop).await {
                     tracing::error!(%error, "admin endpoint failed");
@@ -117,7 +131,9 @@ impl Server {
             let shutdown = shutdown.clone();
             let tasks = tasks.clone();
             tokio::spawn(async move {
-                if let Err(error) = server::serve(listeners, resolver, shutdown, tasks).await {
+                if let Err(error) =
+                    server::serve(listeners, resolver, shutdown, tasks, DRAIN_TIMEOUT).await
+                {
                     tracing::error!(%error, "DNS listeners failed");
                 }
             })
@@ -134,27 +150,38 @@ impl Server {
             admin_addr,
             resolver,
             reload: reload_tx,
+            lame_duck: LAME_DUCK,
             shutdown,
+            admin_shutdown,
             draining,
             tasks,
             serving,
         })
     }
 
-    /// Fails `/readyz`, stops accepting, lets in-flight queries finish (at
-    /// most [`DRAIN_TIMEOUT`]), and returns.
+    /// Fails `/readyz` and keeps answering for [`Server::lame_duck`], then
+    /// stops accepting, lets in-flight queries finish (at most
+    /// [`DRAIN_TIMEOUT`]), and returns. With a new instance already bound
+    /// beside it (SO_REUSEPORT), no query is lost: see `server::serve` for
+    /// how the UDP queues are emptied before the sockets close.
     pub async fn stop(self) {
         self.draining.store(true, Ordering::Release);
+        if !self.lame_duck.is_zero() {
+            tracing::info!(lame_duck = ?self.lame_duck, "draining: /readyz fails; still answering until the lame duck ends");
+            tokio::time::sleep(self.lame_duck).await;
+        }
         self.shutdown.cancel();
-        let _ = self.serving.await;
+        let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
+        let _ = tokio::time::timeout_at(deadline, self.serving).await;
         self.tasks.close();
-        if tokio::time::timeout(DRAIN_TIMEOUT, self.tasks.wait())
+        if tokio::time::timeout_at(deadline, self.tasks.wait())
             .await
             .is_err()
         {
             tracing::warn!("drain timed out; exiting with queries still in flight");
         }
         self.resolver.snapshot().tasks.cancel();
+        self.admin_shutdown.cancel();
     }
 }
 

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use tokio::net::TcpStream;
+use tokio::sync::watch;
 
 use crate::config::HealthCheckConfig;
 
@@ -18,6 +19,7 @@ use crate::config::HealthCheckConfig;
 pub struct Endpoint {
     addr: SocketAddr,
     up: AtomicBool,
+    changes: watch::Sender<u64>,
 }
 
 impl Endpoint {
@@ -30,6 +32,11 @@ impl Endpoint {
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
+
+    fn set(&self, up: bool) {
+        self.up.store(up, Ordering::Relaxed);
+        self.changes.send_modify(|generation| *generation += 1);
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -39,12 +46,28 @@ struct EndpointKey {
 }
 
 /// Hands out shared endpoints and starts their probes.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct HealthRegistry {
     endpoints: Mutex<HashMap<EndpointKey, Weak<Endpoint>>>,
+    /// Bumped whenever any endpoint goes down or comes back.
+    changes: watch::Sender<u64>,
+}
+
+impl Default for HealthRegistry {
+    fn default() -> Self {
+        Self {
+            endpoints: Mutex::default(),
+            changes: watch::Sender::new(0),
+        }
+    }
 }
 
 impl HealthRegistry {
+    /// Wakes whenever an endpoint changes state (for the per-record log).
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
     /// The endpoint for `ip` under `check`: the running one if a record
     /// already probes it with the same settings, else a new one whose probe
     /// task starts now (outside a runtime, e.g. in `check`, none starts).
@@ -61,6 +84,7 @@ impl HealthRegistry {
         let endpoint = Arc::new(Endpoint {
             addr: key.addr,
             up: AtomicBool::new(true),
+            changes: self.changes.clone(),
         });
         map.insert(key, Arc::downgrade(&endpoint));
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
@@ -89,14 +113,14 @@ async fn probe_loop(endpoint: Weak<Endpoint>, check: HealthCheckConfig) {
             failures = 0;
             successes = successes.saturating_add(1);
             if !endpoint.is_up() && successes >= check.rise {
-                endpoint.up.store(true, Ordering::Relaxed);
+                endpoint.set(true);
                 tracing::warn!(endpoint = %addr, successes, "health check: endpoint is up again, back in the answers");
             }
         } else {
             successes = 0;
             failures = failures.saturating_add(1);
             if endpoint.is_up() && failures >= check.fall {
-                endpoint.up.store(false, Ordering::Relaxed);
+                endpoint.set(false);
                 tracing::warn!(endpoint = %addr, failures, "health check: endpoint is down, removed from the answers");
             }
         }

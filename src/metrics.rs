@@ -279,6 +279,17 @@ impl Metrics {
         self.reloads
             .with_label_values(&[if ok { "ok" } else { "error" }])
             .inc();
+        self.set_last_load(ok);
+    }
+
+    /// Sets the gauges for the configuration loaded at start, without
+    /// counting a reload: a fresh process runs a good configuration, and a
+    /// `last_reload_success == 0` alert must not fire on every restart.
+    pub fn loaded_at_start(&self) {
+        self.set_last_load(true);
+    }
+
+    fn set_last_load(&self, ok: bool) {
         self.last_reload_success.set(i64::from(ok));
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

@@ -9,7 +9,7 @@
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use notify::{RecursiveMode, Watcher};
@@ -17,8 +17,10 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, Config, LoadEnv};
+use crate::health::HealthRegistry;
 use crate::logging::LogHandle;
 use crate::loop_guard::LoopGuard;
+use crate::records::CompiledRecord;
 use crate::resolve::Resolver;
 use crate::snapshot::{Shared, Snapshot};
 
@@ -146,7 +148,7 @@ impl Reloader {
         self.watched = config.watched_files();
         let summary = config.summary();
         let next = Arc::new(Snapshot::build(config, Some(&old.cache), &self.shared));
-        start_snapshot_tasks(&next, &self.loops);
+        start_snapshot_tasks(&next, &self.loops, &self.shared.health);
         let previous = self.resolver.swap(next);
         previous.tasks.cancel();
         metrics.reload(true);
@@ -156,8 +158,14 @@ impl Reloader {
 }
 
 /// Starts the background work of a snapshot (loop probes of its
-/// upstreams); it stops when the snapshot's token is cancelled.
-pub fn start_snapshot_tasks(snapshot: &Arc<Snapshot>, loops: &Arc<LoopGuard>) {
+/// upstreams, the log of health-checked records stepping aside); it stops
+/// when the snapshot's token is cancelled.
+pub fn start_snapshot_tasks(
+    snapshot: &Arc<Snapshot>,
+    loops: &Arc<LoopGuard>,
+    health: &HealthRegistry,
+) {
+    log_record_health(snapshot, health);
     let token = snapshot.tasks.clone();
     let pool = snapshot.upstreams.clone();
     let budget = snapshot.config.upstream.timeout;
@@ -184,6 +192,48 @@ pub fn start_snapshot_tasks(snapshot: &Arc<Snapshot>, loops: &Arc<LoopGuard>) {
     });
 }
 
+/// Logs (warn) each time a health-checked record steps aside because every
+/// address is down, and each time it answers again (SPEC §8). Endpoints log
+/// their own changes; this is the change operators act on. Holds the records
+/// weakly so that it never keeps a probe of an old configuration alive.
+fn log_record_health(snapshot: &Snapshot, health: &HealthRegistry) {
+    let records: Vec<(Weak<CompiledRecord>, bool)> = snapshot
+        .records
+        .all()
+        .iter()
+        .filter(|r| r.health_checked)
+        .map(|r| (Arc::downgrade(r), r.is_active()))
+        .collect();
+    if records.is_empty() {
+        return;
+    }
+    let mut changes = health.subscribe();
+    let token = snapshot.tasks.clone();
+    tokio::spawn(async move {
+        let mut records = records;
+        loop {
+            tokio::select! {
+                () = token.cancelled() => return,
+                changed = changes.changed() => if changed.is_err() { return },
+            }
+            for (weak, was_active) in &mut records {
+                let Some(record) = weak.upgrade() else { return };
+                let active = record.is_active();
+                if active == *was_active {
+                    continue;
+                }
+                *was_active = active;
+                let clients = &record.clients;
+                if active {
+                    tracing::warn!(record = %record.label, ?clients, "health check: an address is back; the record answers again");
+                } else {
+                    tracing::warn!(record = %record.label, ?clients, "health check: every address is down; the record steps aside and the name resolves as if it did not exist");
+                }
+            }
+        }
+    });
+}
+
 fn warn_restart_needed(old: &Config, new: &Config) {
     if old.server.listen != new.server.listen {
         tracing::warn!(
@@ -203,7 +253,7 @@ fn warn_restart_needed(old: &Config, new: &Config) {
 
 fn make_watcher(tx: mpsc::Sender<Trigger>) -> Option<notify::RecommendedWatcher> {
     let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok() {
+        if event.is_ok_and(|event| is_change(&event.kind)) {
             // Full channel: a reload is already queued.
             let _ = tx.try_send(Trigger::FileEvent);
         }
@@ -214,6 +264,21 @@ fn make_watcher(tx: mpsc::Sender<Trigger>) -> Option<notify::RecommendedWatcher>
             tracing::warn!(%error, "file watcher unavailable; changes are seen by the 1 s poll only");
             None
         }
+    }
+}
+
+/// Whether an event can mean new contents. inotify also reports opens and
+/// reads, and the reloader itself opens every watched file to fingerprint
+/// it: counting those would make each check trigger the next one, a
+/// re-read of every file ten times a second for ever (and `/etc`, watched
+/// for `resolv.conf`, is opened all day by other processes). A close after
+/// writing is the end of an in-place edit, so it counts.
+fn is_change(kind: &notify::EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode};
+    match kind {
+        notify::EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        notify::EventKind::Access(_) => false,
+        _ => true,
     }
 }
 
@@ -268,4 +333,39 @@ fn fingerprint(files: &[PathBuf]) -> u64 {
         }
     }
     hasher.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use notify::EventKind;
+    use notify::event::{
+        AccessKind, AccessMode, CreateKind, DataChange, ModifyKind, RemoveKind, RenameMode,
+    };
+
+    /// Regression: fingerprinting opened the watched files, inotify reported
+    /// the opens, and every check queued the next one.
+    #[test]
+    fn opens_and_reads_are_not_changes() {
+        let cases = [
+            (EventKind::Access(AccessKind::Open(AccessMode::Any)), false),
+            (EventKind::Access(AccessKind::Read), false),
+            (
+                EventKind::Access(AccessKind::Close(AccessMode::Read)),
+                false,
+            ),
+            (
+                EventKind::Access(AccessKind::Close(AccessMode::Write)),
+                true,
+            ),
+            (EventKind::Modify(ModifyKind::Data(DataChange::Any)), true),
+            (EventKind::Modify(ModifyKind::Name(RenameMode::To)), true),
+            (EventKind::Create(CreateKind::File), true),
+            (EventKind::Remove(RemoveKind::File), true),
+            (EventKind::Any, true),
+        ];
+        for (kind, expected) in cases {
+            assert_eq!(is_change(&kind), expected, "{kind:?}");
+        }
+    }
 }

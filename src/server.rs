@@ -14,10 +14,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use socket2::{Domain, Protocol as SockProtocol, Socket, Type};
+use socket2::{Domain, Protocol as SockProtocol, SockRef, Socket, Type};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -30,6 +31,8 @@ const UDP_QUERY_BUFFER: usize = 4096;
 const TCP_PIPELINE_DEPTH: usize = 64;
 /// Socket receive buffer asked for each UDP socket (the kernel may cap it).
 const UDP_RECV_BUFFER: usize = 4 << 20;
+/// After shutdown, a TCP connection quiet for this long is closed.
+const TCP_DRAIN_IDLE: Duration = Duration::from_millis(200);
 
 /// Sockets bound and ready to serve.
 #[derive(Debug)]
@@ -100,12 +103,14 @@ fn prepare(socket: &Socket, addr: SocketAddr) -> io::Result<()> {
     socket.set_nonblocking(true)
 }
 
-/// Serves until `shutdown` fires; queries in flight are tracked by `tasks`.
+/// Serves until `shutdown` fires, then drains for at most `drain`: queries
+/// in flight are tracked by `tasks`.
 pub async fn serve(
     listeners: Listeners,
     resolver: Arc<Resolver>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
+    drain: Duration,
 ) -> io::Result<()> {
     let mut loops = Vec::new();
     for socket in listeners.udp {
@@ -115,6 +120,7 @@ pub async fn serve(
             resolver.clone(),
             shutdown.clone(),
             tasks.clone(),
+            drain,
         )));
     }
     let connections = Arc::new(AtomicUsize::new(0));
@@ -126,6 +132,7 @@ pub async fn serve(
             shutdown.clone(),
             tasks.clone(),
             connections.clone(),
+            drain,
         )));
     }
     for handle in loops {
@@ -134,17 +141,21 @@ pub async fn serve(
     Ok(())
 }
 
+/// How often a draining UDP loop looks whether its socket can close.
+const UDP_DRAIN_CHECK: Duration = Duration::from_millis(5);
+
 async fn udp_loop(
     socket: Arc<UdpSocket>,
     resolver: Arc<Resolver>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
+    drain: Duration,
 ) {
     let mut buffer = vec![0u8; UDP_QUERY_BUFFER];
     loop {
         let (len, client) = tokio::select! {
             biased;
-            () = shutdown.cancelled() => return,
+            () = shutdown.cancelled() => break,
             received = socket.recv_from(&mut buffer) => match received {
                 Ok(received) => received,
                 Err(error) => {
@@ -154,17 +165,79 @@ async fn udp_loop(
                 }
             },
         };
-        match resolver.handle(&buffer[..len], client, Protocol::Udp) {
-            Handled::Reply(answer) => send_udp(&socket, &answer, client).await,
-            Handled::Drop => {}
-            Handled::Pending(pending) => {
-                let socket = socket.clone();
-                let resolver = resolver.clone();
-                tasks.spawn(async move {
-                    let answer = resolver.finish(pending).await;
-                    send_udp(&socket, &answer, client).await;
-                });
+        udp_answer(&socket, &buffer[..len], client, &resolver, &tasks).await;
+    }
+
+    // Draining. With SO_REUSEPORT the kernel spreads queries over every
+    // socket of the address, this one included, for as long as it is open,
+    // and the datagrams still queued in it when it closes are lost. It stays
+    // open anyway while answers of queries in flight are sent through it
+    // (they must come from the address the client asked), so it keeps being
+    // read all that time; once nothing else holds it, what is queued is taken
+    // without waiting and the socket closes at once. That leaves a window of
+    // microseconds, not the length of an upstream query, in which a datagram
+    // can arrive unread; a client's retry then reaches the new instance.
+    let deadline = tokio::time::Instant::now() + drain;
+    // tokio's `try_recv_from` answers "would block" from its cached readiness
+    // without asking the kernel; a duplicate descriptor of the same socket
+    // (non-blocking, as it shares the open file) asks the kernel itself.
+    let direct = SockRef::from(socket.as_ref())
+        .try_clone()
+        .map(std::net::UdpSocket::from);
+    loop {
+        let idle = Arc::strong_count(&socket) == 1;
+        if idle || tokio::time::Instant::now() >= deadline {
+            let mut took_any = false;
+            loop {
+                let received = match &direct {
+                    Ok(direct) => direct.recv_from(&mut buffer),
+                    Err(_) => socket.try_recv_from(&mut buffer),
+                };
+                match received {
+                    Ok((len, client)) => {
+                        took_any = true;
+                        udp_answer(&socket, &buffer[..len], client, &resolver, &tasks).await;
+                    }
+                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(error) => tracing::debug!(%error, "UDP receive error"),
+                }
             }
+            if !took_any || tokio::time::Instant::now() >= deadline {
+                // Answers still in flight keep their clone and are sent.
+                return;
+            }
+            continue;
+        }
+        tokio::select! {
+            received = socket.recv_from(&mut buffer) => match received {
+                Ok((len, client)) => {
+                    udp_answer(&socket, &buffer[..len], client, &resolver, &tasks).await;
+                }
+                Err(error) => tracing::debug!(%error, "UDP receive error"),
+            },
+            () = tokio::time::sleep(UDP_DRAIN_CHECK) => {}
+        }
+    }
+}
+
+/// Answers one UDP datagram: at once, or from a task when upstream is needed.
+async fn udp_answer(
+    socket: &Arc<UdpSocket>,
+    packet: &[u8],
+    client: SocketAddr,
+    resolver: &Arc<Resolver>,
+    tasks: &TaskTracker,
+) {
+    match resolver.handle(packet, client, Protocol::Udp) {
+        Handled::Reply(answer) => send_udp(socket, &answer, client).await,
+        Handled::Drop => {}
+        Handled::Pending(pending) => {
+            let socket = socket.clone();
+            let resolver = resolver.clone();
+            tasks.spawn(async move {
+                let answer = resolver.finish(pending).await;
+                send_udp(&socket, &answer, client).await;
+            });
         }
     }
 }
@@ -184,11 +257,32 @@ async fn tcp_accept_loop(
     shutdown: CancellationToken,
     tasks: TaskTracker,
     connections: Arc<AtomicUsize>,
+    drain: Duration,
 ) {
+    let serve = |stream: TcpStream, client: SocketAddr, drain_until: Option<Instant>| {
+        let limits = resolver.snapshot().config.server.clone();
+        if connections.fetch_add(1, Ordering::AcqRel) >= limits.max_tcp_connections {
+            connections.fetch_sub(1, Ordering::AcqRel);
+            tracing::debug!(%client, "max_tcp_connections reached; closing the new connection");
+            return;
+        }
+        let connection = Connection {
+            resolver: resolver.clone(),
+            shutdown: shutdown.clone(),
+            tasks: tasks.clone(),
+            idle: limits.tcp_idle_timeout,
+            drain,
+        };
+        let guard = ConnectionSlot(connections.clone());
+        tasks.spawn(async move {
+            let _guard = guard;
+            connection.serve(stream, client, drain_until).await;
+        });
+    };
     loop {
         let (stream, client) = tokio::select! {
             biased;
-            () = shutdown.cancelled() => return,
+            () = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {
@@ -199,28 +293,24 @@ async fn tcp_accept_loop(
                 }
             },
         };
-        let limits = resolver.snapshot().config.server.clone();
-        if connections.fetch_add(1, Ordering::AcqRel) >= limits.max_tcp_connections {
-            connections.fetch_sub(1, Ordering::AcqRel);
-            tracing::debug!(%client, "max_tcp_connections reached; closing the new connection");
+        serve(stream, client, None);
+    }
+    // Connections the kernel completed but nobody accepted yet are reset
+    // when the listener closes: take them first (asking the kernel itself,
+    // not tokio's cached readiness), serve them as draining connections, and
+    // close right after.
+    let drain_until = Instant::now() + drain;
+    let Ok(direct) = SockRef::from(&listener).try_clone() else {
+        return;
+    };
+    let direct = std::net::TcpListener::from(direct);
+    while let Ok((stream, client)) = direct.accept() {
+        if stream.set_nonblocking(true).is_err() {
             continue;
         }
-        let guard = ConnectionSlot(connections.clone());
-        let resolver = resolver.clone();
-        let shutdown = shutdown.clone();
-        let inner_tasks = tasks.clone();
-        tasks.spawn(async move {
-            let _guard = guard;
-            serve_connection(
-                stream,
-                client,
-                resolver,
-                shutdown,
-                inner_tasks,
-                limits.tcp_idle_timeout,
-            )
-            .await;
-        });
+        if let Ok(stream) = TcpStream::from_std(stream) {
+            serve(stream, client, Some(drain_until));
+        }
     }
 }
 
@@ -233,68 +323,90 @@ impl Drop for ConnectionSlot {
     }
 }
 
-/// Reads length-prefixed queries and writes answers as they complete
-/// (RFC 7766 pipelining). A frame must arrive whole within the idle timeout.
-async fn serve_connection(
-    stream: TcpStream,
-    client: SocketAddr,
+/// What one TCP connection needs.
+struct Connection {
     resolver: Arc<Resolver>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
     idle: Duration,
-) {
-    let _ = stream.set_nodelay(true);
-    let (mut reader, mut writer) = stream.into_split();
-    let (answers, mut outbox) = mpsc::channel::<Vec<u8>>(TCP_PIPELINE_DEPTH);
-    let write_loop = async move {
-        while let Some(answer) = outbox.recv().await {
-            let Ok(len) = u16::try_from(answer.len()) else {
-                continue;
-            };
-            let mut framed = Vec::with_capacity(answer.len() + 2);
-            framed.extend_from_slice(&len.to_be_bytes());
-            framed.extend_from_slice(&answer);
-            if writer.write_all(&framed).await.is_err() {
-                return;
-            }
-        }
-        let _ = writer.shutdown().await;
-    };
-    let writer_task = tokio::spawn(write_loop);
-    let mut buffer = Vec::new();
-    loop {
-        let frame = async {
-            let len = reader.read_u16().await? as usize;
-            buffer.resize(len, 0);
-            reader.read_exact(&mut buffer).await?;
-            io::Result::Ok(())
-        };
-        let read = tokio::select! {
-            biased;
-            () = shutdown.cancelled() => break,
-            read = tokio::time::timeout(idle, frame) => read,
-        };
-        match read {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) | Err(_) => break,
-        }
-        match resolver.handle(&buffer, client, Protocol::Tcp) {
-            Handled::Reply(answer) => {
-                if answers.send(answer).await.is_err() {
-                    break;
+    drain: Duration,
+}
+
+impl Connection {
+    /// Reads length-prefixed queries and writes answers as they complete
+    /// (RFC 7766 pipelining). A frame must arrive whole within the idle
+    /// timeout. From shutdown on (`drain_until` set) the connection still
+    /// answers what the client sends, but closes once it has been quiet for
+    /// [`TCP_DRAIN_IDLE`] or the drain time is over: a query already on its
+    /// way is answered rather than cut off by the close.
+    async fn serve(self, stream: TcpStream, client: SocketAddr, mut drain_until: Option<Instant>) {
+        let _ = stream.set_nodelay(true);
+        let (mut reader, mut writer) = stream.into_split();
+        let (answers, mut outbox) = mpsc::channel::<Vec<u8>>(TCP_PIPELINE_DEPTH);
+        let write_loop = async move {
+            while let Some(answer) = outbox.recv().await {
+                let Ok(len) = u16::try_from(answer.len()) else {
+                    continue;
+                };
+                let mut framed = Vec::with_capacity(answer.len() + 2);
+                framed.extend_from_slice(&len.to_be_bytes());
+                framed.extend_from_slice(&answer);
+                if writer.write_all(&framed).await.is_err() {
+                    return;
                 }
             }
-            Handled::Drop => break,
-            Handled::Pending(pending) => {
-                let resolver = resolver.clone();
-                let answers = answers.clone();
-                tasks.spawn(async move {
-                    let answer = resolver.finish(pending).await;
-                    let _ = answers.send(answer).await;
-                });
+            let _ = writer.shutdown().await;
+        };
+        let writer_task = tokio::spawn(write_loop);
+        let mut buffer = Vec::new();
+        loop {
+            // Wait for the next frame to begin without reading any of it, so
+            // that a shutdown never leaves half a frame consumed.
+            let began = match drain_until {
+                None => tokio::select! {
+                    biased;
+                    () = self.shutdown.cancelled() => {
+                        drain_until = Some(Instant::now() + self.drain);
+                        continue;
+                    }
+                    ready = tokio::time::timeout(self.idle, reader.readable()) => ready,
+                },
+                Some(end) => {
+                    let quiet = TCP_DRAIN_IDLE.min(end.saturating_duration_since(Instant::now()));
+                    tokio::time::timeout(quiet, reader.readable()).await
+                }
+            };
+            if !matches!(began, Ok(Ok(()))) {
+                break;
+            }
+            let frame = async {
+                let len = reader.read_u16().await? as usize;
+                buffer.resize(len, 0);
+                reader.read_exact(&mut buffer).await?;
+                io::Result::Ok(())
+            };
+            match tokio::time::timeout(self.idle, frame).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => break,
+            }
+            match self.resolver.handle(&buffer, client, Protocol::Tcp) {
+                Handled::Reply(answer) => {
+                    if answers.send(answer).await.is_err() {
+                        break;
+                    }
+                }
+                Handled::Drop => break,
+                Handled::Pending(pending) => {
+                    let resolver = self.resolver.clone();
+                    let answers = answers.clone();
+                    self.tasks.spawn(async move {
+                        let answer = resolver.finish(pending).await;
+                        let _ = answers.send(answer).await;
+                    });
+                }
             }
         }
+        drop(answers);
+        let _ = writer_task.await;
     }
-    drop(answers);
-    let _ = writer_task.await;
 }
