@@ -3,5 +3,8 @@
 //! process, deadlines instead of sleeps).
 
 mod common;
+mod cache;
+mod forwarding;
+mod guard;
 mod serving;
 mod smoke;
