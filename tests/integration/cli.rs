@@ -1,0 +1,644 @@
+//! SPEC §2 through the real binary: `check` (summary and exit 0, or the
+//! file:line:column of the problem and exit 1), `--version`/`--help`, the
+//! three ways to name the configuration, the built-in defaults, SIGTERM and
+//! SIGINT draining to exit 0, and `RUST_LOG` over `[log] level`. Then real
+//! clients: `dig` over UDP and TCP, and glibc's stub resolver (`getent`),
+//! which does not chase CNAMEs itself, through a private mount namespace.
+//!
+//! The binary never reads the machine's `/etc/resolv.conf` here:
+//! `ACCEL_DNS_RESOLV_CONF` points at a file of the test. The servers it
+//! runs bind ports found free just before (the only place the tests do so:
+//! a separate process cannot be handed an already-bound socket).
+
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordType;
+
+use crate::common::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_accel-dns");
+
+fn fixture(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(relative)
+}
+
+fn fixtures_in(dir: &str) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(fixture(dir))
+        .expect("fixture dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// A port free on 127.0.0.1 for both UDP and TCP right now.
+fn free_port(ip: Ipv4Addr) -> u16 {
+    loop {
+        let udp = UdpSocket::bind((ip, 0)).expect("bind UDP");
+        let port = udp.local_addr().expect("addr").port();
+        if TcpListener::bind((ip, port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// A temp dir holding a `resolv.conf` for the binary.
+fn workdir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("resolv.conf"), "nameserver 192.0.2.1\n").expect("write");
+    dir
+}
+
+/// The binary with a clean environment: no `ACCEL_DNS_CONFIG`, no
+/// `RUST_LOG`, and `resolv.conf` from `dir`.
+fn command(dir: &Path) -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .env_remove("ACCEL_DNS_CONFIG")
+        .env_remove("RUST_LOG")
+        .env("ACCEL_DNS_RESOLV_CONF", dir.join("resolv.conf"))
+        .stdin(Stdio::null());
+    command
+}
+
+fn run(command: &mut Command) -> Output {
+    command.output().expect("run accel-dns")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A running `accel-dns serve`; killed if the test ends early.
+struct Running {
+    child: Child,
+    dns: SocketAddr,
+    admin: SocketAddr,
+    stderr: PathBuf,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+impl Running {
+    /// Writes `config` (the served fixture with `dns`, `admin` and
+    /// `upstream` put in) and starts the binary with `args`/`envs`.
+    fn start(
+        dir: &Path,
+        config: &str,
+        dns: SocketAddr,
+        args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Self {
+        let admin = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port(Ipv4Addr::LOCALHOST)));
+        let config = config.replace("127.0.0.1:9553", &admin.to_string());
+        std::fs::write(dir.join("accel-dns.toml"), config).expect("write config");
+        let stderr = dir.join("stderr.log");
+        let log = std::fs::File::create(&stderr).expect("stderr file");
+        let child = command(dir)
+            .args(args)
+            .envs(envs.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn accel-dns");
+        Self {
+            child,
+            dns,
+            admin,
+            stderr,
+        }
+    }
+
+    async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                panic!("accel-dns exited early: {status}\n{}", self.log());
+            }
+            if tokio::net::TcpStream::connect(self.admin).await.is_ok()
+                && http_get(self.admin, "/readyz").await.0 == 200
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "/readyz not 200 in time\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        let pid = libc::pid_t::try_from(self.child.id()).expect("pid");
+        // SAFETY: kill(2) on the PID of a child this test spawned and has not reaped.
+        let rc = unsafe { libc::kill(pid, signal) };
+        assert_eq!(rc, 0, "kill failed");
+    }
+
+    async fn wait_exit(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "no exit in time\n{}", self.log());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+}
+
+/// The served fixture, pointed at `dns` and `upstream`, with its hosts file beside it.
+fn served_config(dir: &Path, dns: SocketAddr, upstream: SocketAddr) -> String {
+    std::fs::copy(fixture("valid/hosts"), dir.join("hosts")).expect("copy hosts");
+    std::fs::read_to_string(fixture("valid/full.toml"))
+        .expect("fixture")
+        .replace("127.0.0.1:5353", &dns.to_string())
+        .replace("127.0.0.1:5300", &upstream.to_string())
+}
+
+fn local_dns() -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::LOCALHOST, free_port(Ipv4Addr::LOCALHOST)))
+}
+
+#[test]
+fn check_accepts_every_valid_fixture_with_a_summary() {
+    let dir = workdir();
+    for path in fixtures_in("valid") {
+        let out = run(command(dir.path()).arg("check").arg("--config").arg(&path));
+        let stdout = text(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}: {}{}",
+            path.display(),
+            stdout,
+            text(&out.stderr)
+        );
+        assert_eq!(stdout.lines().count(), 1, "one line: {stdout}");
+        for word in ["records", "upstreams", "listeners"] {
+            assert!(stdout.contains(word), "{}: {stdout}", path.display());
+        }
+    }
+    let out = run(command(dir.path())
+        .args(["check", "--config"])
+        .arg(fixture("valid/full.toml")));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("3 records"), "{stdout}");
+    assert!(stdout.contains("2 hosts-file names"), "{stdout}");
+    assert!(stdout.contains("1 upstreams (127.0.0.1:5300)"), "{stdout}");
+    assert!(stdout.contains("1 listeners (127.0.0.1:5353)"), "{stdout}");
+    // `system` reads the resolv.conf named by ACCEL_DNS_RESOLV_CONF.
+    let out = run(command(dir.path())
+        .args(["check", "--config"])
+        .arg(fixture("valid/system.toml")));
+    assert!(
+        text(&out.stdout).contains("192.0.2.1:53, 192.0.2.53:5300"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
+fn check_rejects_every_invalid_fixture_with_file_line_and_column() {
+    let dir = workdir();
+    // (fixture, location or file named, what is wrong)
+    let expected = [
+        ("bad-address.toml", "bad-address.toml:3:", "invalid IPv4"),
+        (
+            "bad-duration.toml",
+            "bad-duration.toml:3:",
+            "invalid duration",
+        ),
+        ("bad-wildcard.toml", "bad-wildcard.toml:2:", "wildcard"),
+        (
+            "cname-and-address.toml",
+            "cname-and-address.toml:4:",
+            "mutually exclusive",
+        ),
+        (
+            "duplicate-name.toml",
+            "duplicate-name.toml:5:",
+            "more than once",
+        ),
+        (
+            "missing-hosts-file.toml",
+            "does-not-exist.hosts",
+            "cannot read",
+        ),
+        ("no-address.toml", "no-address.toml:1:", "needs a cname"),
+        ("not-toml.toml", "not-toml.toml:1:", ""),
+        (
+            "unknown-key.toml",
+            "unknown-key.toml:3:1:",
+            "unknown field `max_entrys`",
+        ),
+        (
+            "upstream-is-self.toml",
+            "upstream-is-self.toml:5:",
+            "listens on",
+        ),
+    ];
+    assert_eq!(
+        fixtures_in("invalid").len(),
+        expected.len(),
+        "every invalid fixture has an expectation"
+    );
+    for (file, location, problem) in expected {
+        let out = run(command(dir.path())
+            .args(["check", "--config"])
+            .arg(fixture(&format!("invalid/{file}"))));
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{file}: {stderr}");
+        assert!(stderr.contains(location), "{file}: {stderr}");
+        assert!(stderr.contains(problem), "{file}: {stderr}");
+        assert!(out.stdout.is_empty(), "{file}: nothing on stdout");
+    }
+    // A file that does not exist is an error too.
+    let out = run(command(dir.path()).args(["check", "--config", "/nonexistent/accel-dns.toml"]));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("/nonexistent/accel-dns.toml"));
+}
+
+#[test]
+fn check_binds_nothing() {
+    let dir = workdir();
+    // The fixture's listen and admin addresses are taken: check still passes.
+    let _dns = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port();
+    let config = std::fs::read_to_string(fixture("valid/full.toml"))
+        .expect("fixture")
+        .replace("127.0.0.1:5353", &format!("127.0.0.1:{port}"))
+        .replace("127.0.0.1:9553", &format!("127.0.0.1:{port}"));
+    std::fs::copy(fixture("valid/hosts"), dir.path().join("hosts")).expect("copy");
+    let path = dir.path().join("taken.toml");
+    std::fs::write(&path, config).expect("write");
+    let out = run(command(dir.path()).arg("check").arg("--config").arg(&path));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+#[test]
+fn without_a_config_the_built_in_defaults_are_used_and_accel_dns_config_is_read() {
+    let dir = workdir();
+    let out = run(command(dir.path()).arg("check"));
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(stdout.contains("0 records"), "{stdout}");
+    assert!(
+        stdout.contains("(192.0.2.1:53)"),
+        "system upstreams: {stdout}"
+    );
+    assert!(
+        stdout.contains("(127.0.0.1:5353)"),
+        "default listener: {stdout}"
+    );
+
+    let out = run(command(dir.path())
+        .arg("check")
+        .env("ACCEL_DNS_CONFIG", fixture("valid/full.toml")));
+    assert!(
+        text(&out.stdout).contains("3 records"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = run(command(dir.path())
+        .arg("check")
+        .env("ACCEL_DNS_CONFIG", fixture("invalid/unknown-key.toml")));
+    assert_eq!(out.status.code(), Some(1));
+    // --config wins over the environment.
+    let out = run(command(dir.path())
+        .args(["check", "--config"])
+        .arg(fixture("valid/system.toml"))
+        .env("ACCEL_DNS_CONFIG", fixture("invalid/unknown-key.toml")));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+#[test]
+fn version_and_help() {
+    let dir = workdir();
+    let out = run(command(dir.path()).arg("--version"));
+    assert!(out.status.success());
+    assert_eq!(
+        text(&out.stdout).trim(),
+        format!("accel-dns {}", env!("CARGO_PKG_VERSION"))
+    );
+    let out = run(command(dir.path()).arg("--help"));
+    assert!(out.status.success());
+    let help = text(&out.stdout);
+    for word in ["serve", "check", "--config", "--version"] {
+        assert!(help.contains(word), "{help}");
+    }
+    let out = run(command(dir.path()).arg("--no-such-flag"));
+    assert!(!out.status.success());
+}
+
+/// Serves the full fixture started in each of the three ways, answers from
+/// records, hosts file, upstream and a CNAME chase, and stops on `signal`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_runs_from_flag_or_environment_and_exits_0_on_sigterm_or_sigint() {
+    let upstream = FakeUpstream::start().await;
+    let ways: [(&[&str], bool, libc::c_int); 3] = [
+        (&["serve", "--config", "@"], false, libc::SIGTERM),
+        (&["--config", "@"], false, libc::SIGINT),
+        (&["serve"], true, libc::SIGTERM),
+    ];
+    for (args, via_env, signal) in ways {
+        let dir = workdir();
+        let dns = local_dns();
+        let config_path = dir.path().join("accel-dns.toml");
+        let path_text = config_path.display().to_string();
+        let args: Vec<&str> = args
+            .iter()
+            .map(|a| if *a == "@" { path_text.as_str() } else { a })
+            .collect();
+        let envs: Vec<(&str, &str)> = if via_env {
+            vec![("ACCEL_DNS_CONFIG", path_text.as_str())]
+        } else {
+            Vec::new()
+        };
+        let config = served_config(dir.path(), dns, upstream.addr);
+        let mut running = Running::start(dir.path(), &config, dns, &args, &envs);
+        running.wait_ready().await;
+
+        let record = query_udp(running.dns, "docker.io.", RecordType::A).await;
+        assert_eq!(
+            a_records(&record),
+            vec![Ipv4Addr::new(203, 0, 113, 10)],
+            "{args:?}"
+        );
+        let hosts = query_tcp(running.dns, "mirror.internal.test.", RecordType::A).await;
+        assert_eq!(a_records(&hosts), vec![Ipv4Addr::new(198, 18, 0, 1)]);
+        let forwarded = query_udp(running.dns, "example.test.", RecordType::A).await;
+        assert_eq!(a_records(&forwarded), vec![Ipv4Addr::new(198, 51, 100, 7)]);
+        let chased = query_udp(
+            running.dns,
+            "production.cloudflare.docker.com.",
+            RecordType::A,
+        )
+        .await;
+        assert_eq!(chased.answers.len(), 2);
+        assert_eq!(a_records(&chased), vec![Ipv4Addr::new(198, 51, 100, 7)]);
+
+        running.signal(signal);
+        let status = running.wait_exit().await;
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "{args:?}: {status}\n{}",
+            running.log()
+        );
+        let log = running.log();
+        // [log] queries = true: one line per query.
+        assert!(
+            log.lines()
+                .any(|l| l.contains("docker.io") && l.contains("record")),
+            "query log line missing:\n{log}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_answers_the_queries_in_flight_before_exiting() {
+    let upstream = FakeUpstream::start().await;
+    upstream.set_handler(|query, tcp| {
+        Reply::Delay(
+            Duration::from_millis(700),
+            Box::new(default_reply(query, tcp)),
+        )
+    });
+    let dir = workdir();
+    let dns = local_dns();
+    let config = served_config(dir.path(), dns, upstream.addr);
+    let path = dir.path().join("accel-dns.toml").display().to_string();
+    let mut running = Running::start(dir.path(), &config, dns, &["serve", "--config", &path], &[]);
+    running.wait_ready().await;
+    let in_flight =
+        tokio::spawn(async move { query_udp(dns, "slow.example.test.", RecordType::A).await });
+    wait_until("the query is upstream", || async { upstream.count() >= 1 }).await;
+    running.signal(libc::SIGTERM);
+    let answer = in_flight.await.expect("client");
+    assert_eq!(answer.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(a_records(&answer), vec![Ipv4Addr::new(198, 51, 100, 7)]);
+    let status = running.wait_exit().await;
+    assert_eq!(status.code(), Some(0), "{}", running.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_log_wins_over_the_configured_level() {
+    let upstream = FakeUpstream::start().await;
+    for (level, rust_log, shown) in [
+        ("error", None, false),
+        ("info", None, true),
+        ("error", Some("info"), true),
+        ("info", Some("error"), false),
+    ] {
+        let dir = workdir();
+        let dns = local_dns();
+        let config = served_config(dir.path(), dns, upstream.addr)
+            .replace("level = \"info\"", &format!("level = \"{level}\""));
+        let path = dir.path().join("accel-dns.toml").display().to_string();
+        let envs: Vec<(&str, &str)> = rust_log.iter().map(|v| ("RUST_LOG", *v)).collect();
+        let mut running = Running::start(
+            dir.path(),
+            &config,
+            dns,
+            &["serve", "--config", &path],
+            &envs,
+        );
+        running.wait_ready().await;
+        running.signal(libc::SIGTERM);
+        assert_eq!(running.wait_exit().await.code(), Some(0));
+        let log = running.log();
+        assert_eq!(
+            log.contains("accel-dns serving"),
+            shown,
+            "level {level}, RUST_LOG {rust_log:?}:\n{log}"
+        );
+    }
+}
+
+/// Runs a blocking client program off the runtime threads.
+async fn client(program: &str, args: Vec<String>) -> Output {
+    let program = program.to_string();
+    tokio::task::spawn_blocking(move || {
+        Command::new(&program)
+            .args(&args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run client")
+    })
+    .await
+    .expect("client task")
+}
+
+fn have(program: &str) -> bool {
+    Path::new(program).exists()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dig_gets_answers_over_udp_and_tcp() {
+    if !have("/usr/bin/dig") {
+        eprintln!("SKIPPED dig_gets_answers_over_udp_and_tcp: /usr/bin/dig is not installed");
+        return;
+    }
+    let upstream = FakeUpstream::start().await;
+    let dir = workdir();
+    let dns = local_dns();
+    let config = served_config(dir.path(), dns, upstream.addr);
+    let path = dir.path().join("accel-dns.toml").display().to_string();
+    let mut running = Running::start(dir.path(), &config, dns, &["serve", "--config", &path], &[]);
+    running.wait_ready().await;
+    let dig = |name: &str, rtype: &str, tcp: bool| {
+        let mut args = vec![
+            "@127.0.0.1".to_string(),
+            "-p".into(),
+            dns.port().to_string(),
+            name.into(),
+            rtype.into(),
+            "+time=3".into(),
+            "+tries=1".into(),
+        ];
+        if tcp {
+            args.push("+tcp".into());
+        }
+        client("/usr/bin/dig", args)
+    };
+    for tcp in [false, true] {
+        let out = dig("docker.io", "A", tcp).await;
+        let stdout = text(&out.stdout);
+        assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+        assert!(stdout.contains("status: NOERROR"), "{stdout}");
+        assert!(stdout.contains("flags: qr rd ra"), "{stdout}");
+        assert!(stdout.contains("203.0.113.10"), "{stdout}");
+        assert!(
+            stdout.contains(if tcp { "(TCP)" } else { "(UDP)" }),
+            "{stdout}"
+        );
+
+        let out = dig("production.cloudflare.docker.com", "A", tcp).await;
+        let stdout = text(&out.stdout);
+        assert!(
+            stdout.contains("CNAME\tga-bp1test.aliyunga0019.com."),
+            "{stdout}"
+        );
+        assert!(stdout.contains("198.51.100.7"), "{stdout}");
+
+        let out = dig("nothing.nx.test", "A", tcp).await;
+        assert!(
+            text(&out.stdout).contains("status: NXDOMAIN"),
+            "{}",
+            text(&out.stdout)
+        );
+
+        let out = dig("registry-1.docker.io", "HTTPS", tcp).await;
+        let stdout = text(&out.stdout);
+        assert!(stdout.contains("status: NOERROR"), "{stdout}");
+        assert!(stdout.contains("ANSWER: 0"), "{stdout}");
+    }
+    running.signal(libc::SIGTERM);
+    assert_eq!(running.wait_exit().await.code(), Some(0));
+}
+
+/// glibc's resolver (`getent ahosts`) asks A and AAAA and takes the
+/// addresses that follow the CNAME in the same answer: it never asks for the
+/// target itself. Runs in a private mount namespace where `/etc/resolv.conf`
+/// points at accel-dns on 127.0.0.77:53.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn glibc_resolves_a_cname_record_to_the_targets_addresses() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED glibc test: needs root for unshare -m and port 53");
+        return;
+    }
+    let unshare_works = Command::new("unshare")
+        .args(["-m", "true"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !unshare_works || !have("/usr/bin/getent") {
+        eprintln!("SKIPPED glibc test: `unshare -m` or getent is not available here");
+        return;
+    }
+    let address = Ipv4Addr::new(127, 0, 0, 77);
+    if UdpSocket::bind((address, 53)).is_err() || TcpListener::bind((address, 53)).is_err() {
+        eprintln!("SKIPPED glibc test: 127.0.0.77:53 is taken");
+        return;
+    }
+    let upstream = FakeUpstream::start().await;
+    let dir = workdir();
+    let dns = SocketAddr::from((address, 53));
+    let config = served_config(dir.path(), dns, upstream.addr);
+    let path = dir.path().join("accel-dns.toml").display().to_string();
+    let mut running = Running::start(dir.path(), &config, dns, &["serve", "--config", &path], &[]);
+    running.wait_ready().await;
+
+    let resolv = dir.path().join("glibc-resolv.conf");
+    std::fs::write(
+        &resolv,
+        "nameserver 127.0.0.77\noptions timeout:2 attempts:2\n",
+    )
+    .expect("write");
+    let nsswitch = dir.path().join("nsswitch.conf");
+    std::fs::write(&nsswitch, "hosts: dns\n").expect("write");
+    let getent = |name: &str| {
+        let script = format!(
+            "mount --bind {} /etc/resolv.conf && mount --bind {} /etc/nsswitch.conf && getent ahosts {name}",
+            resolv.display(),
+            nsswitch.display()
+        );
+        client(
+            "unshare",
+            vec!["-m".into(), "sh".into(), "-c".into(), script],
+        )
+    };
+    let out = getent("production.cloudflare.docker.com").await;
+    let stdout = text(&out.stdout);
+    assert!(
+        out.status.success(),
+        "getent failed: {stdout}{}\n{}",
+        text(&out.stderr),
+        running.log()
+    );
+    assert!(stdout.contains("198.51.100.7"), "{stdout}");
+    assert!(stdout.contains("2001:db8::7"), "{stdout}");
+    assert!(
+        !stdout.contains("203.0.113."),
+        "only the target's addresses: {stdout}"
+    );
+    let names: Vec<String> = upstream
+        .seen()
+        .iter()
+        .map(|q| q.queries[0].name().to_lowercase().to_ascii())
+        .collect();
+    assert!(
+        names.iter().all(|n| n == "ga-bp1test.aliyunga0019.com."),
+        "only the target went upstream: {names:?}"
+    );
+
+    let out = getent("registry-1.docker.io").await;
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("203.0.113.11"), "{stdout}");
+    assert!(stdout.contains("2001:db8::11"), "{stdout}");
+
+    running.signal(libc::SIGTERM);
+    assert_eq!(running.wait_exit().await.code(), Some(0));
+}
