@@ -396,15 +396,30 @@ impl Resolver {
                 let fetched = self
                     .fetch(
                         snapshot,
-                        key,
+                        key.clone(),
                         &owner,
                         query_type,
                         DNSClass::IN,
                         query.dnssec_ok(),
                     )
-                    .await
-                    .ok()?;
-                fetched.message.clone()
+                    .await;
+                match fetched {
+                    Ok(fetched) if fetched.wire.rcode() != ResponseCode::ServFail => {
+                        fetched.message.clone()
+                    }
+                    // Every upstream failed: the target gets the same serve_stale
+                    // rescue as a forwarded name (SPEC §4.5), or a CNAME record
+                    // pointing at an accelerator would fail while its target is
+                    // still in the cache.
+                    _ => match snapshot.cache.get(&key) {
+                        Lookup::Stale(entry) | Lookup::Fresh(entry)
+                            if entry.answer.rcode() != ResponseCode::ServFail =>
+                        {
+                            entry.answer.to_message(TtlRule::Fixed(STALE_TTL))?
+                        }
+                        _ => return None,
+                    },
+                }
             }
         };
         if message.metadata.response_code == ResponseCode::ServFail {

@@ -351,3 +351,43 @@ async fn without_serve_stale_an_expired_answer_is_not_used() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn serve_stale_also_answers_the_target_of_a_cname_record() {
+    let (upstream, _) = counting_upstream(1).await;
+    let config = format!(
+        "{}[[record]]\nname = \"production.cloudflare.docker.com\"\ncname = \"ga.example.test\"\n",
+        config("serve_stale = \"1h\"")
+    );
+    let server = TestServer::start(&config, Some(upstream.addr)).await;
+    let first = query_udp(
+        server.dns,
+        "production.cloudflare.docker.com.",
+        RecordType::A,
+    )
+    .await;
+    assert_eq!(a_records(&first), vec![ip4("198.51.100.1")]);
+
+    upstream.set_handler(|_, _| Reply::Drop);
+    // The target expires (TTL 1) and is then served stale when asked directly…
+    wait_until("the target is stale", || async {
+        query_udp(server.dns, "ga.example.test.", RecordType::A)
+            .await
+            .answers
+            .first()
+            .is_some_and(|r| r.ttl == 30)
+    })
+    .await;
+    // …and through the CNAME record alike: the accelerator keeps working
+    // while the upstream is down.
+    let chased = query_udp(
+        server.dns,
+        "production.cloudflare.docker.com.",
+        RecordType::A,
+    )
+    .await;
+    assert_eq!(chased.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(chased.answers.len(), 2, "{chased:?}");
+    assert_eq!(a_records(&chased), vec![ip4("198.51.100.1")]);
+    assert_eq!(chased.answers[1].ttl, 30);
+}
