@@ -210,7 +210,9 @@ fn check_accepts_every_valid_fixture_with_a_summary() {
         .args(["check", "--config"])
         .arg(fixture("valid/system.toml")));
     assert!(
-        text(&out.stdout).contains("192.0.2.1:53, 192.0.2.53:5300"),
+        text(&out.stdout).contains(
+            "5 upstreams (192.0.2.53:53, 192.0.2.54:5300, [2001:db8::53]:5300, [2001:db8::54]:53, 192.0.2.1:53)"
+        ),
         "{}",
         text(&out.stdout)
     );
@@ -641,4 +643,28 @@ async fn glibc_resolves_a_cname_record_to_the_targets_addresses() {
 
     running.signal(libc::SIGTERM);
     assert_eq!(running.wait_exit().await.code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_format_json_writes_one_json_object_per_line() {
+    let upstream = FakeUpstream::start().await;
+    let dir = workdir();
+    let dns = local_dns();
+    let config = served_config(dir.path(), dns, upstream.addr)
+        .replace("format = \"text\"", "format = \"json\"");
+    let path = dir.path().join("accel-dns.toml").display().to_string();
+    let mut running = Running::start(dir.path(), &config, dns, &["serve", "--config", &path], &[]);
+    running.wait_ready().await;
+    query_udp(running.dns, "docker.io.", RecordType::A).await;
+    running.signal(libc::SIGTERM);
+    assert_eq!(running.wait_exit().await.code(), Some(0));
+    let log = running.log();
+    assert!(log.lines().count() >= 2, "{log}");
+    for line in log.lines() {
+        assert!(
+            line.starts_with('{') && line.ends_with('}') && line.contains("\"level\""),
+            "not a JSON log line: {line}"
+        );
+    }
+    assert!(log.contains("docker.io"), "the query line: {log}");
 }

@@ -488,3 +488,46 @@ async fn a_query_for_the_root_or_a_long_name_is_answered() {
         );
     }
 }
+
+#[tokio::test]
+async fn every_listen_address_is_served_over_udp_and_tcp() {
+    let upstream = FakeUpstream::start().await;
+    let ipv6 = std::net::UdpSocket::bind("[::1]:0").is_ok();
+    let listen = if ipv6 {
+        r#"["127.0.0.1:0", "127.0.0.2:0", "[::1]:0"]"#
+    } else {
+        eprintln!("no IPv6 loopback here: testing IPv4 listeners only");
+        r#"["127.0.0.1:0", "127.0.0.2:0"]"#
+    };
+    let config = format!("[server]\nlisten = {listen}\n[admin]\nlisten = \"\"\n{BIG_RECORD}");
+    let server = TestServer::start(&config, Some(upstream.addr)).await;
+    assert!(
+        server.admin.is_none(),
+        "admin.listen = \"\" turns the endpoint off"
+    );
+    let addrs = server.server.as_ref().expect("running").dns_addrs.clone();
+    assert_eq!(addrs.len(), if ipv6 { 3 } else { 2 });
+    for addr in addrs {
+        let query = query_message("docker.io.", RecordType::A, None);
+        let from: SocketAddr = if addr.is_ipv6() {
+            "[::1]:0".parse().expect("addr")
+        } else {
+            "127.0.0.1:0".parse().expect("addr")
+        };
+        let bytes = query.to_vec().expect("encode");
+        let answer = udp_raw_from(from, addr, &bytes, Duration::from_secs(5))
+            .await
+            .expect("UDP answer");
+        assert_eq!(
+            a_records(&Message::from_vec(&answer).expect("decode")).len(),
+            1,
+            "{addr}"
+        );
+        let answer = tcp_raw(addr, &bytes).await.expect("TCP answer");
+        assert_eq!(
+            a_records(&Message::from_vec(&answer).expect("decode")).len(),
+            1,
+            "{addr}"
+        );
+    }
+}
