@@ -323,7 +323,15 @@ impl Config {
         let mut hosts_files = Vec::new();
         for file in &raw.records.hosts_files {
             let resolved = base_dir.join(file.get_ref());
-            hosts::load_hosts_file(&resolved, &mut hosts)?;
+            // An unreadable hosts file is reported where the config names it, so
+            // that `check` gives the line to fix, not only the missing path.
+            hosts::load_hosts_file(&resolved, &mut hosts).map_err(|error| match error {
+                ConfigError::Read { path, source } => err(
+                    file.span().start,
+                    format!("hosts file {}: cannot read: {source}", path.display()),
+                ),
+                other => other,
+            })?;
             hosts_files.push(resolved);
         }
 

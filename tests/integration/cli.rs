@@ -242,8 +242,8 @@ fn check_rejects_every_invalid_fixture_with_file_line_and_column() {
         ),
         (
             "missing-hosts-file.toml",
-            "does-not-exist.hosts",
-            "cannot read",
+            "missing-hosts-file.toml:2:",
+            "does-not-exist.hosts: cannot read",
         ),
         ("no-address.toml", "no-address.toml:1:", "needs a cname"),
         ("not-toml.toml", "not-toml.toml:1:", ""),
