@@ -64,12 +64,20 @@ struct Fetched {
 type FetchResult = Result<Arc<Fetched>, UpstreamError>;
 type InFlight = Shared<BoxFuture<'static, FetchResult>>;
 
+/// A resolution in flight, with the question it is for: the cache key is a
+/// hash, so a joiner checks the question before sharing the result.
+struct Running {
+    question: Box<[u8]>,
+    dnssec_ok: bool,
+    future: InFlight,
+}
+
 /// The query path over the current snapshot.
 pub struct Resolver {
     snapshot: ArcSwap<Snapshot>,
     metrics: Metrics,
     loops: Arc<LoopGuard>,
-    in_flight: Mutex<HashMap<CacheKey, InFlight>>,
+    in_flight: Mutex<HashMap<CacheKey, Running>>,
 }
 
 impl Resolver {
@@ -171,12 +179,17 @@ impl Resolver {
             return reply_message(&message, protocol, udp_limit);
         }
 
-        let key = cache_key(query.name(), query.query_type(), class, query.dnssec_ok());
-        if let Lookup::Fresh(entry) = snapshot.cache.get(&key) {
+        let key = snapshot
+            .cache
+            .key(query.name(), query.query_type(), class, query.dnssec_ok());
+        let packet_question = wire::packet_question(packet);
+        if let Some(question) = packet_question
+            && let Lookup::Fresh(entry) = snapshot.cache.get(&key, question, query.dnssec_ok())
+        {
             let mut out = Vec::with_capacity(entry.answer.len() + 16);
             entry.answer.render(
                 &query,
-                wire::packet_question(packet),
+                packet_question,
                 entry.ttl_rule(),
                 udp_limit,
                 &mut out,
@@ -240,10 +253,18 @@ impl Resolver {
         let udp_limit = (protocol == Protocol::Udp).then(|| query.udp_limit());
         match work {
             Work::Forward(key) => {
+                let asked = question.clone().unwrap_or_else(|| {
+                    wire::question_bytes(
+                        query.name(),
+                        query.query_type(),
+                        query.query.query_class(),
+                    )
+                });
                 let fetched = self
                     .fetch(
                         &snapshot,
-                        key.clone(),
+                        key,
+                        &asked,
                         query.name(),
                         query.query_type(),
                         query.query.query_class(),
@@ -255,7 +276,8 @@ impl Resolver {
                     Err(_) => true,
                 };
                 if failed
-                    && let Lookup::Stale(entry) | Lookup::Fresh(entry) = snapshot.cache.get(&key)
+                    && let Lookup::Stale(entry) | Lookup::Fresh(entry) =
+                        snapshot.cache.get(&key, &asked, query.dnssec_ok())
                     && entry.answer.rcode() != ResponseCode::ServFail
                 {
                     let mut out = Vec::new();
@@ -389,14 +411,18 @@ impl Resolver {
                 None => break,
             }
         }
-        let key = cache_key(&owner, query_type, DNSClass::IN, query.dnssec_ok());
-        let message = match snapshot.cache.get(&key) {
+        let key = snapshot
+            .cache
+            .key(&owner, query_type, DNSClass::IN, query.dnssec_ok());
+        let asked = wire::question_bytes(&owner, query_type, DNSClass::IN);
+        let message = match snapshot.cache.get(&key, &asked, query.dnssec_ok()) {
             Lookup::Fresh(entry) => entry.answer.to_message(entry.ttl_rule())?,
             _ => {
                 let fetched = self
                     .fetch(
                         snapshot,
-                        key.clone(),
+                        key,
+                        &asked,
                         &owner,
                         query_type,
                         DNSClass::IN,
@@ -411,7 +437,7 @@ impl Resolver {
                     // rescue as a forwarded name (SPEC §4.5), or a CNAME record
                     // pointing at an accelerator would fail while its target is
                     // still in the cache.
-                    _ => match snapshot.cache.get(&key) {
+                    _ => match snapshot.cache.get(&key, &asked, query.dnssec_ok()) {
                         Lookup::Stale(entry) | Lookup::Fresh(entry)
                             if entry.answer.rcode() != ResponseCode::ServFail =>
                         {
@@ -433,38 +459,71 @@ impl Resolver {
 
     /// One upstream resolution shared by every identical query that misses
     /// the cache at the same moment; stores the answer in the cache.
+    #[allow(clippy::too_many_arguments)]
     async fn fetch(
         &self,
         snapshot: &Arc<Snapshot>,
         key: CacheKey,
+        question: &[u8],
         name: &Name,
         query_type: RecordType,
         class: DNSClass,
         dnssec_ok: bool,
     ) -> FetchResult {
-        let shared = {
-            let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(running) = in_flight.get(&key) {
-                running.clone()
-            } else {
-                let pool = snapshot.upstreams.clone();
-                let cache = snapshot.cache.clone();
-                let name = name.clone();
-                let store_key = key.clone();
-                let future = async move {
-                    let message = pool.resolve(&name, query_type, class, dnssec_ok).await?;
-                    let wire = WireAnswer::from_message(&message).map_err(|error| {
-                        tracing::warn!(%error, "upstream answer could not be re-encoded");
-                        UpstreamError::AllFailed
-                    })?;
-                    cache.store(store_key, &message, wire.clone());
-                    Ok(Arc::new(Fetched { message, wire }))
-                }
-                .boxed()
-                .shared();
-                in_flight.insert(key.clone(), future.clone());
-                future
+        let pool = snapshot.upstreams.clone();
+        let cache = snapshot.cache.clone();
+        let owned_name = name.clone();
+        let mut resolve = Some(async move {
+            let answer = pool
+                .resolve(&owned_name, query_type, class, dnssec_ok)
+                .await?;
+            let wire = match answer.bytes {
+                Some(bytes) => WireAnswer::from_upstream(bytes, &answer.message),
+                None => WireAnswer::from_message(&answer.message),
             }
+            .map_err(|error| {
+                tracing::warn!(%error, "upstream answer could not be held");
+                UpstreamError::AllFailed
+            })?;
+            cache.store(key, dnssec_ok, &answer.message, wire.clone());
+            Ok(Arc::new(Fetched {
+                message: answer.message,
+                wire,
+            }))
+        });
+        let joined = {
+            let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+            match in_flight.get(&key) {
+                Some(running)
+                    if running.dnssec_ok == dnssec_ok
+                        && running.question.eq_ignore_ascii_case(question) =>
+                {
+                    Some(running.future.clone())
+                }
+                // A different question with the same hash: resolve it on its own.
+                Some(_) => None,
+                None => {
+                    let Some(first) = resolve.take() else {
+                        return Err(UpstreamError::AllFailed);
+                    };
+                    let future = first.boxed().shared();
+                    in_flight.insert(
+                        key,
+                        Running {
+                            question: question.into(),
+                            dnssec_ok,
+                            future: future.clone(),
+                        },
+                    );
+                    Some(future)
+                }
+            }
+        };
+        let Some(shared) = joined else {
+            return match resolve {
+                Some(alone) => alone.await,
+                None => Err(UpstreamError::AllFailed),
+            };
         };
         let _cleanup = InFlightGuard {
             map: &self.in_flight,
@@ -514,32 +573,19 @@ impl Resolver {
 
 /// Removes a finished single-flight entry, whoever finishes first.
 struct InFlightGuard<'a> {
-    map: &'a Mutex<HashMap<CacheKey, InFlight>>,
+    map: &'a Mutex<HashMap<CacheKey, Running>>,
     key: CacheKey,
 }
 
 impl Drop for InFlightGuard<'_> {
     fn drop(&mut self) {
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        let done = map.get(&self.key).is_some_and(|f| f.peek().is_some());
+        let done = map
+            .get(&self.key)
+            .is_some_and(|r| r.future.peek().is_some());
         if done {
             map.remove(&self.key);
         }
-    }
-}
-
-/// The cache key of a question.
-pub fn cache_key(
-    name: &Name,
-    query_type: RecordType,
-    class: DNSClass,
-    dnssec_ok: bool,
-) -> CacheKey {
-    CacheKey {
-        name: wire::name_key(name),
-        query_type: u16::from(query_type),
-        query_class: u16::from(class),
-        dnssec_ok,
     }
 }
 

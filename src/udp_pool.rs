@@ -38,7 +38,9 @@ pub enum PoolError {
     Busy,
 }
 
-type Waiters = Mutex<HashMap<u16, (Query, oneshot::Sender<Result<Message, io::ErrorKind>>)>>;
+/// What a reader hands a waiting query: the decoded answer and its bytes.
+type Delivery = Result<(Message, Vec<u8>), io::ErrorKind>;
+type Waiters = Mutex<HashMap<u16, (Query, oneshot::Sender<Delivery>)>>;
 
 struct PooledSocket {
     socket: Arc<UdpSocket>,
@@ -95,7 +97,7 @@ impl UdpPool {
         question: &Query,
         mut bytes: Vec<u8>,
         deadline: Instant,
-    ) -> Result<Message, PoolError> {
+    ) -> Result<(Message, Vec<u8>), PoolError> {
         let sockets = self.sockets()?;
         let pooled = &sockets[rand::random_range(0..sockets.len())];
         let (tx, rx) = oneshot::channel();
@@ -122,7 +124,7 @@ impl UdpPool {
         }
         pooled.socket.send(&bytes).await?;
         match tokio::time::timeout_at(deadline.into(), rx).await {
-            Ok(Ok(Ok(message))) => Ok(message),
+            Ok(Ok(Ok(answer))) => Ok(answer),
             Ok(Ok(Err(kind))) => Err(PoolError::Io(kind.into())),
             Ok(Err(_)) => Err(PoolError::Io(io::ErrorKind::BrokenPipe.into())),
             Err(_) => Err(PoolError::Timeout),
@@ -206,7 +208,7 @@ async fn read_answers(socket: Arc<UdpSocket>, waiters: Arc<Waiters>) {
             .unwrap_or_else(|e| e.into_inner())
             .remove(&id);
         if let Some((_, tx)) = waiter {
-            let _ = tx.send(Ok(message));
+            let _ = tx.send(Ok((message, buffer[..len].to_vec())));
         }
     }
 }

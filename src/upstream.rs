@@ -59,6 +59,16 @@ pub enum ExchangeError {
     TooLarge,
 }
 
+/// An upstream's answer: decoded, and as received when it came over UDP
+/// (so that it can be held without re-encoding).
+#[derive(Debug, Clone)]
+pub struct UpstreamAnswer {
+    /// The decoded answer.
+    pub message: Message,
+    /// The bytes as received (UDP only).
+    pub bytes: Option<Vec<u8>>,
+}
+
 /// One upstream resolver and what is known of its health.
 #[derive(Debug)]
 pub struct UpstreamServer {
@@ -131,7 +141,7 @@ impl UpstreamServer {
         query: &Query,
         dnssec_ok: bool,
         budget: Duration,
-    ) -> Result<Message, ExchangeError> {
+    ) -> Result<UpstreamAnswer, ExchangeError> {
         let started = Instant::now();
         let deadline = started + budget;
         let result = self.exchange_inner(query, dnssec_ok, deadline).await;
@@ -146,13 +156,16 @@ impl UpstreamServer {
         query: &Query,
         dnssec_ok: bool,
         deadline: Instant,
-    ) -> Result<Message, ExchangeError> {
+    ) -> Result<UpstreamAnswer, ExchangeError> {
         let udp = self.exchange_udp(query, dnssec_ok, deadline).await?;
-        if !udp.metadata.truncation {
+        if !udp.message.metadata.truncation {
             return Ok(udp);
         }
         match self.exchange_tcp(query, dnssec_ok, deadline).await {
-            Ok(full) => Ok(full),
+            Ok(full) => Ok(UpstreamAnswer {
+                message: full,
+                bytes: None,
+            }),
             Err(e) => {
                 tracing::debug!(upstream = %self.addr, error = %e, "TCP retry of a truncated answer failed; relaying the truncated one");
                 Ok(udp)
@@ -186,11 +199,15 @@ impl UpstreamServer {
         query: &Query,
         dnssec_ok: bool,
         deadline: Instant,
-    ) -> Result<Message, ExchangeError> {
+    ) -> Result<UpstreamAnswer, ExchangeError> {
         let (_, bytes) = Self::encode(query, dnssec_ok)?;
         self.udp
             .exchange(query, bytes, deadline)
             .await
+            .map(|(message, bytes)| UpstreamAnswer {
+                message,
+                bytes: Some(bytes),
+            })
             .map_err(|e| match e {
                 PoolError::Timeout => ExchangeError::Timeout,
                 PoolError::Io(io) => ExchangeError::Io(io),
@@ -274,7 +291,7 @@ impl UpstreamPool {
         query_type: RecordType,
         class: DNSClass,
         dnssec_ok: bool,
-    ) -> Result<Message, UpstreamError> {
+    ) -> Result<UpstreamAnswer, UpstreamError> {
         let _permit = self
             .permits
             .try_acquire()
@@ -299,7 +316,7 @@ impl UpstreamPool {
             }
             let share = remaining / u32::try_from(count - index).unwrap_or(1);
             match server.exchange(&query, dnssec_ok, share).await {
-                Ok(answer) => match answer.metadata.response_code {
+                Ok(answer) => match answer.message.metadata.response_code {
                     ResponseCode::ServFail => {
                         server.failed();
                         servfail = Some(answer);

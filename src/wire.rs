@@ -186,17 +186,22 @@ pub fn name_key(name: &Name) -> Box<[u8]> {
     out.into_boxed_slice()
 }
 
+/// The wire form of a question (`QNAME QTYPE QCLASS`), name lower-cased.
+pub fn question_bytes(name: &Name, query_type: RecordType, class: DNSClass) -> Box<[u8]> {
+    let mut out = name_key(name).into_vec();
+    out.extend_from_slice(&u16::from(query_type).to_be_bytes());
+    out.extend_from_slice(&u16::from(class).to_be_bytes());
+    out.into_boxed_slice()
+}
+
 /// An answer held in encoded form: the header (ID 0), one question in lower
-/// case, the records, and no OPT. [`WireAnswer::render`] makes a client's
-/// answer out of it by patching the ID, flags, question case and TTLs.
+/// case, the records, and no OPT — one allocation. [`WireAnswer::render`]
+/// makes a client's answer out of it by patching the ID, flags, question
+/// case and TTLs (found by walking the records, never stored twice).
 #[derive(Debug, Clone)]
 pub struct WireAnswer {
     bytes: Box<[u8]>,
-    question_end: usize,
-    /// (offset of a TTL field, TTL as received)
-    ttls: Box<[(u32, u32)]>,
-    rcode: ResponseCode,
-    truncated: bool,
+    question_end: u16,
 }
 
 /// Why an upstream message cannot be held as a [`WireAnswer`].
@@ -205,14 +210,14 @@ pub enum WireError {
     /// hickory could not encode it.
     #[error("cannot encode answer: {0}")]
     Encode(#[from] hickory_proto::ProtoError),
-    /// Our own encoding did not walk as DNS (a bug, never client input).
-    #[error("encoded answer is not walkable")]
+    /// The bytes do not walk as one DNS message with one question.
+    #[error("answer is not walkable")]
     Walk,
 }
 
 impl WireAnswer {
     /// Encodes `message` in canonical form (ID 0, question lower-cased, OPT
-    /// removed) and notes where its TTLs are.
+    /// removed).
     pub fn from_message(message: &Message) -> Result<Self, WireError> {
         let mut canonical = message.clone();
         canonical.metadata.id = 0;
@@ -228,25 +233,64 @@ impl WireAnswer {
             // Extended rcodes need an OPT; without one the nearest is SERVFAIL.
             canonical.metadata.response_code = ResponseCode::ServFail;
         }
-        let bytes = canonical.to_vec()?;
-        let (question_end, ttls) = walk_ttls(&bytes).ok_or(WireError::Walk)?;
+        Self::from_canonical(canonical.to_vec()?)
+    }
+
+    /// Takes an upstream answer's own bytes (already validated as the answer
+    /// to our question and decoded into `message`) without re-encoding them:
+    /// ID 0, RA set, question lower-cased, the trailing OPT cut off. Falls
+    /// back to [`WireAnswer::from_message`] for the rare shapes it cannot
+    /// cut (OPT not last, extended rcode, TSIG).
+    pub fn from_upstream(mut bytes: Vec<u8>, message: &Message) -> Result<Self, WireError> {
+        let plain = message.metadata.response_code.high() == 0 && message.signature.is_none();
+        let cut = if plain { opt_position(&bytes) } else { None };
+        let Some(cut) = cut else {
+            return Self::from_message(message);
+        };
+        if let Some((opt_start, arcount)) = cut.opt {
+            bytes.truncate(opt_start);
+            bytes[10..12].copy_from_slice(&(arcount - 1).to_be_bytes());
+        }
+        bytes[0..2].fill(0);
+        bytes[3] |= 0x80;
+        let mut at = 12;
+        while let Some(&len) = bytes.get(at) {
+            if len == 0 || len > 63 {
+                break;
+            }
+            let end = (at + 1 + len as usize).min(bytes.len());
+            bytes[at + 1..end].make_ascii_lowercase();
+            at = end;
+        }
+        Self::from_canonical(bytes)
+    }
+
+    fn from_canonical(bytes: Vec<u8>) -> Result<Self, WireError> {
+        let mut question_end = 0;
+        walk_records(&bytes, &mut question_end, |_, _| {}).ok_or(WireError::Walk)?;
         Ok(Self {
             bytes: bytes.into_boxed_slice(),
-            question_end,
-            ttls: ttls.into_boxed_slice(),
-            rcode: canonical.metadata.response_code,
-            truncated: canonical.metadata.truncation,
+            question_end: u16::try_from(question_end).map_err(|_| WireError::Walk)?,
         })
     }
 
-    /// The rcode.
+    fn question_end(&self) -> usize {
+        usize::from(self.question_end)
+    }
+
+    /// The rcode (4 bits; extended rcodes never get here).
     pub fn rcode(&self) -> ResponseCode {
-        self.rcode
+        ResponseCode::from_low(self.bytes[3] & 0x0F)
     }
 
     /// Whether TC was set.
     pub fn truncated(&self) -> bool {
-        self.truncated
+        self.bytes[2] & 0x02 != 0
+    }
+
+    /// The lower-cased question (`QNAME QTYPE QCLASS` in wire form).
+    pub fn question(&self) -> &[u8] {
+        &self.bytes[12..self.question_end()]
     }
 
     /// Bytes held (for memory accounting).
@@ -259,27 +303,28 @@ impl WireAnswer {
         self.bytes.is_empty()
     }
 
-    /// Decodes the held answer with every TTL lowered by `age` seconds (used
-    /// by CNAME chasing, which needs the records themselves).
+    /// Decodes the held answer with TTLs written by `ttl` (used by CNAME
+    /// chasing, which needs the records themselves).
     pub fn to_message(&self, ttl: TtlRule) -> Option<Message> {
         let mut bytes = self.bytes.to_vec();
         self.patch_ttls(&mut bytes, ttl);
         Message::from_vec(&bytes).ok()
     }
 
-    fn patch_ttls(&self, bytes: &mut [u8], rule: TtlRule) {
-        for &(offset, original) in self.ttls.iter() {
+    /// Writes TTLs into `out`, a copy of the held bytes.
+    fn patch_ttls(&self, out: &mut [u8], rule: TtlRule) {
+        let mut ignored = 0;
+        walk_records(&self.bytes, &mut ignored, |at, original| {
             let ttl = match rule {
                 TtlRule::Aged { age, min, max } => {
                     original.clamp(min.min(max), max).saturating_sub(age)
                 }
                 TtlRule::Fixed(ttl) => ttl,
             };
-            let at = offset as usize;
-            if let Some(field) = bytes.get_mut(at..at + 4) {
+            if let Some(field) = out.get_mut(at..at + 4) {
                 field.copy_from_slice(&ttl.to_be_bytes());
             }
-        }
+        });
     }
 
     /// Writes the answer for `query` into `out`: the client's ID, RD and
@@ -298,7 +343,7 @@ impl WireAnswer {
         let full_len = self.bytes.len() + opt_len;
         let truncate = udp_limit.is_some_and(|limit| full_len > limit);
         let body_end = if truncate {
-            self.question_end
+            self.question_end()
         } else {
             self.bytes.len()
         };
@@ -308,10 +353,10 @@ impl WireAnswer {
         out[2] = (out[2] & !0x01) | u8::from(query.recursion_desired);
         out[3] |= 0x80;
         if let Some(question) = packet_question
-            && question.len() == self.question_end - 12
-            && question.eq_ignore_ascii_case(&self.bytes[12..self.question_end])
+            && question.len() == self.question_end() - 12
+            && question.eq_ignore_ascii_case(&self.bytes[12..self.question_end()])
         {
-            out[12..self.question_end].copy_from_slice(question);
+            out[12..self.question_end()].copy_from_slice(question);
         }
         if truncate {
             out[2] |= 0x02;
@@ -365,38 +410,78 @@ pub fn packet_question(packet: &[u8]) -> Option<&[u8]> {
     packet.get(12..at + 4)
 }
 
-/// Walks an encoded message: returns where the question ends and the
-/// offset and value of every TTL (OPT's pseudo-TTL excluded).
-fn walk_ttls(bytes: &[u8]) -> Option<(usize, Vec<(u32, u32)>)> {
+/// Walks an encoded message with one question: sets where the question
+/// ends and calls `ttl(offset, value)` for every record's TTL (OPT's
+/// pseudo-TTL excluded). `None` if it does not walk.
+fn walk_records(
+    bytes: &[u8],
+    question_end: &mut usize,
+    mut ttl: impl FnMut(usize, u32),
+) -> Option<()> {
     let count = |at: usize| -> Option<usize> {
         Some(u16::from_be_bytes([*bytes.get(at)?, *bytes.get(at + 1)?]) as usize)
     };
-    let questions = count(4)?;
-    let records = count(6)? + count(8)? + count(10)?;
-    let mut at = 12;
-    for _ in 0..questions {
-        at = skip_name(bytes, at)? + 4;
-    }
-    let question_end = at;
-    if questions != 1 || question_end > bytes.len() {
+    if count(4)? != 1 {
         return None;
     }
-    let mut ttls = Vec::with_capacity(records);
+    let records = count(6)? + count(8)? + count(10)?;
+    let mut at = skip_name(bytes, 12)? + 4;
+    if at > bytes.len() {
+        return None;
+    }
+    *question_end = at;
     for _ in 0..records {
         at = skip_name(bytes, at)?;
         let rtype = count(at)?;
         let ttl_at = at + 4;
-        let ttl = u32::from_be_bytes(bytes.get(ttl_at..ttl_at + 4)?.try_into().ok()?);
+        let value = u32::from_be_bytes(bytes.get(ttl_at..ttl_at + 4)?.try_into().ok()?);
         let rdlength = count(at + 8)?;
         if rtype != usize::from(u16::from(RecordType::OPT)) {
-            ttls.push((ttl_at as u32, ttl));
+            ttl(ttl_at, value);
         }
         at += 10 + rdlength;
         if at > bytes.len() {
             return None;
         }
     }
-    Some((question_end, ttls))
+    Some(())
+}
+
+/// Where an answer's OPT record is, when it is the last record.
+struct OptCut {
+    /// (offset of the OPT record, ARCOUNT) if there is one.
+    opt: Option<(usize, u16)>,
+}
+
+/// Finds the OPT record of an answer; `None` if the message does not walk
+/// or has an OPT that is not the last record.
+fn opt_position(bytes: &[u8]) -> Option<OptCut> {
+    let count = |at: usize| -> Option<usize> {
+        Some(u16::from_be_bytes([*bytes.get(at)?, *bytes.get(at + 1)?]) as usize)
+    };
+    if count(4)? != 1 {
+        return None;
+    }
+    let arcount = count(10)?;
+    let records = count(6)? + count(8)? + arcount;
+    let mut at = skip_name(bytes, 12)? + 4;
+    let mut opt = None;
+    for index in 0..records {
+        let start = at;
+        at = skip_name(bytes, at)?;
+        let rtype = count(at)?;
+        at += 10 + count(at + 8)?;
+        if at > bytes.len() {
+            return None;
+        }
+        if rtype == usize::from(u16::from(RecordType::OPT)) {
+            if index + 1 != records {
+                return None;
+            }
+            opt = Some((start, u16::try_from(arcount).ok()?));
+        }
+    }
+    (at == bytes.len()).then_some(OptCut { opt })
 }
 
 fn skip_name(bytes: &[u8], mut at: usize) -> Option<usize> {
