@@ -11,7 +11,7 @@
 #
 # It is the container command of the optional DaemonSet deploy/kubernetes/node-resolv (busybox,
 # hostNetwork, the host's /etc mounted at /host/etc); accel-dns-node-setup.sh must sit beside it.
-# POSIX sh; needs wget (busybox's or GNU).
+# POSIX sh; needs wget and timeout (busybox's or GNU's).
 
 set -eu
 
@@ -42,8 +42,9 @@ setup() {
     sh "$SETUP" "$@" --resolv-conf "$RESOLV_CONF" --quiet
 }
 
+# `timeout`, not wget's own -T: Debian's busybox wget crashes on -T.
 ready() {
-    wget -q -T 2 -O /dev/null "$READY_URL" 2>/dev/null
+    timeout 3 wget -q -O /dev/null "$READY_URL" 2>/dev/null
 }
 
 stop() {

@@ -41,8 +41,8 @@ usage: $0 install   [--address ADDR] [--resolv-conf PATH] [--backup PATH]
                     [--binary FILE] [--config FILE] [--unit FILE] [--root DIR] [--quiet]
        $0 uninstall [--resolv-conf PATH] [--backup PATH] [--purge] [--root DIR] [--quiet]
 
-  --address ADDR      address accel-dns listens on (default 127.0.0.1; on Kubernetes nodes
-                      use the link-local 169.254.20.53, see deploy/README.md)
+  --address ADDR      address of accel-dns (default 127.0.0.1; on Kubernetes nodes the
+                      link-local 169.254.20.53; in VPC mode the load balancer's address)
   --resolv-conf PATH  resolver file to rewrite (default /etc/resolv.conf)
   --backup PATH       where the original is kept for uninstall (default PATH.accel-dns-orig)
   --binary FILE       install FILE as /usr/local/bin/accel-dns
@@ -324,10 +324,11 @@ uninstall_files() {
     if have_systemd; then systemctl daemon-reload; fi
 }
 
-# A warning, not an error: on a Kubernetes node the DaemonSet's init container adds the
-# link-local address, and it may run after this script.
+# A link-local address only works if this host has it. A warning, not an error: on a Kubernetes
+# node the DaemonSet's init container adds it, and may run after this script. (Loopback always
+# exists; any other address, such as VPC mode's load balancer, is somewhere else.)
 check_address_is_local() {
-    case "$ADDRESS" in 127.* | ::1) return 0 ;; esac
+    case "$ADDRESS" in 169.254.* | [fF][eE]80:*) ;; *) return 0 ;; esac
     [ -z "$ROOT" ] || return 0
     command -v ip >/dev/null 2>&1 || return 0
     if ! ip addr show 2>/dev/null | grep -q "inet6\{0,1\} $ADDRESS/"; then

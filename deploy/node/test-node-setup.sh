@@ -14,7 +14,7 @@ set -uo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 SCRIPT="$HERE/accel-dns-node-setup.sh"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/test-node-setup.XXXXXX")
-trap 'rm -rf "$WORK"' EXIT
+trap 'jobs -p | xargs -r kill 2>/dev/null; rm -rf "$WORK"' EXIT
 
 passed=0
 failed=0
@@ -29,11 +29,28 @@ fail() {
 }
 skip() { skipped=$((skipped + 1)); printf 'skipped %s: %s\n' "$1" "$2"; }
 
+# Under "busybox sh" every command the scripts run is a busybox applet too, as in the busybox
+# container of deploy/kubernetes/node-resolv: this directory of applet links goes first in PATH.
+BUSYBOX_BIN="$WORK/busybox-bin"
+if command -v busybox >/dev/null; then
+    mkdir -p "$BUSYBOX_BIN"
+    for applet in $(busybox --list); do ln -sf "$(command -v busybox)" "$BUSYBOX_BIN/$applet"; done
+fi
+
+# under_test COMMAND...: COMMAND with the PATH of the shell being tested.
+under_test() {
+    if [[ "$SHELL_UNDER_TEST" == "busybox sh" ]]; then
+        PATH="$BUSYBOX_BIN:$PATH" "$@"
+    else
+        "$@"
+    fi
+}
+
 # run ARGS...: the setup script under the shell being tested; its stderr goes to $WORK/err.
 run() {
     local shell_cmd
     read -r -a shell_cmd <<<"$SHELL_UNDER_TEST"
-    "${shell_cmd[@]}" "$SCRIPT" "$@" 2>"$WORK/err"
+    under_test "${shell_cmd[@]}" "$SCRIPT" "$@" 2>"$WORK/err"
 }
 
 # The file a DHCP client on an Alibaba Cloud ECS node typically leaves, with documentation addresses.
@@ -226,17 +243,17 @@ t_default_path_in_mount_namespace() {
     # shellcheck disable=SC2016 # the inner script expands its own positional parameters
     unshare -m -- "$BASH" -c '
         set -eu
-        dir=$1 sh=$2 script=$3
+        dir=$1 sh=$2 script=$3 shell_path=$4
         mount --make-rprivate / 2>/dev/null || true
         mount --bind "$dir/resolv.conf" /etc/resolv.conf
-        $sh "$script" install --address 169.254.20.53 --backup "$dir/backup" 2>>"$dir/log"
+        PATH="$shell_path" $sh "$script" install --address 169.254.20.53 --backup "$dir/backup" 2>>"$dir/log"
         cp /etc/resolv.conf "$dir/inside-first"
-        $sh "$script" install --address 169.254.20.53 --backup "$dir/backup" 2>>"$dir/log"
+        PATH="$shell_path" $sh "$script" install --address 169.254.20.53 --backup "$dir/backup" 2>>"$dir/log"
         cp /etc/resolv.conf "$dir/inside-second"
         getent hosts localhost >/dev/null # the resolver libraries still parse the file
-        $sh "$script" uninstall --backup "$dir/backup" 2>>"$dir/log"
+        PATH="$shell_path" $sh "$script" uninstall --backup "$dir/backup" 2>>"$dir/log"
         cp /etc/resolv.conf "$dir/inside-restored"
-    ' inner "$dir" "$SHELL_UNDER_TEST" "$SCRIPT" >"$WORK/err" 2>&1
+    ' inner "$dir" "$SHELL_UNDER_TEST" "$SCRIPT" "$(under_test printenv PATH)" >"$WORK/err" 2>&1
     local status=$?
     if [[ $status != 0 ]]; then cat "$dir/log" >>"$WORK/err" 2>/dev/null; fail "$name" "the run in the namespace failed ($status)" "$WORK/err"; return; fi
     if [[ "$(sha256sum </etc/resolv.conf)" != "$host_before" ]]; then fail "$name" "the host's /etc/resolv.conf changed"; return; fi
@@ -268,26 +285,29 @@ restored() { cmp -s "$dir/original" "$dir/resolv.conf"; }
 # original back when it stops answering, and the original back on SIGTERM.
 t_node_resolv_loop_follows_readiness() {
     local name=${FUNCNAME[0]#t_}
-    if ! command -v python3 >/dev/null || ! command -v wget >/dev/null; then
-        skip "$name [$SHELL_UNDER_TEST]" "needs python3 and wget"; return
+    if ! command -v python3 >/dev/null || ! under_test command -v wget >/dev/null || ! under_test command -v timeout >/dev/null; then
+        skip "$name [$SHELL_UNDER_TEST]" "needs python3, wget and timeout"; return
     fi
     fresh "$name"
     # A stand-in admin endpoint on a free loopback port: GET /readyz -> 200.
     mkdir -p "$dir/www" && : >"$dir/www/readyz"
     python3 -c '
 import functools, http.server, sys
-handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=sys.argv[1])
-handler.log_message = lambda *a: None
+class Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+handler = functools.partial(Quiet, directory=sys.argv[1])
 server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
 open(sys.argv[2] + ".tmp", "w").write(str(server.server_address[1]))
 __import__("os").rename(sys.argv[2] + ".tmp", sys.argv[2])
 server.serve_forever()
-' "$dir/www" "$dir/port" &
+' "$dir/www" "$dir/port" 2>>"$dir/server.log" &
     local server=$!
     if ! wait_for "the stand-in admin endpoint" test -s "$dir/port"; then kill "$server"; fail "$name" "no admin stand-in" "$WORK/err"; return; fi
     local shell_cmd
     read -r -a shell_cmd <<<"$SHELL_UNDER_TEST"
-    "${shell_cmd[@]}" "$HERE/accel-dns-node-resolv.sh" --interval 0.2 --resolv-conf "$dir/resolv.conf" \
+    # env execs the shell, so that $! is the loop itself and receives the SIGTERM below.
+    env PATH="$(under_test printenv PATH)" "${shell_cmd[@]}" "$HERE/accel-dns-node-resolv.sh" --interval 0.2 --resolv-conf "$dir/resolv.conf" \
         --ready-url "http://127.0.0.1:$(cat "$dir/port")/readyz" >"$dir/loop.log" 2>&1 &
     local loop=$!
     if ! wait_for "the proxy line while ready" proxy_first; then
