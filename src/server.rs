@@ -48,14 +48,13 @@ impl Listeners {
         let mut udp = Vec::new();
         let mut tcp = Vec::new();
         for addr in addrs {
-            let first = bind_udp(*addr)?;
-            // Port 0 (tests) gets a real port from the first socket; the rest share it.
+            let (first, listener) = bind_pair(*addr)?;
             let bound = first.local_addr()?;
             udp.push(first);
             for _ in 1..udp_sockets_per_address.max(1) {
                 udp.push(bind_udp(bound)?);
             }
-            tcp.push(bind_tcp(bound)?);
+            tcp.push(listener);
         }
         Ok(Self { udp, tcp })
     }
@@ -66,6 +65,27 @@ impl Listeners {
             .iter()
             .filter_map(|l| l.local_addr().ok())
             .collect()
+    }
+}
+
+/// Binds UDP and TCP on `addr`. Port 0 (tests) takes the port the kernel
+/// gives the UDP socket, and picks again when that port is already in use
+/// over TCP (by some client connection): the two must share one port.
+fn bind_pair(addr: SocketAddr) -> io::Result<(std::net::UdpSocket, std::net::TcpListener)> {
+    const ATTEMPTS: usize = 64;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let udp = bind_udp(addr)?;
+        let bound = udp.local_addr()?;
+        match bind_tcp(bound) {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(error)
+                if addr.port() == 0
+                    && error.kind() == io::ErrorKind::AddrInUse
+                    && attempt < ATTEMPTS => {}
+            Err(error) => return Err(error),
+        }
     }
 }
 

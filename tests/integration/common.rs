@@ -142,11 +142,20 @@ impl FakeUpstream {
 
     /// Starts on `addr` (port 0: any) with `handler`.
     pub async fn start_on(addr: SocketAddr, handler: Handler) -> Self {
-        let udp = Arc::new(UdpSocket::bind(addr).await.expect("bind fake upstream UDP"));
+        // Port 0: the UDP port the kernel picks may be taken over TCP (by
+        // another test's listener): pick again rather than fail.
+        let mut attempts = if addr.port() == 0 { 50 } else { 1 };
+        let (udp, tcp) = loop {
+            attempts -= 1;
+            let udp = UdpSocket::bind(addr).await.expect("bind fake upstream UDP");
+            let bound = udp.local_addr().expect("addr");
+            match TcpListener::bind(bound).await {
+                Ok(tcp) => break (Arc::new(udp), tcp),
+                Err(error) if attempts == 0 => panic!("bind fake upstream TCP: {error}"),
+                Err(_) => continue,
+            }
+        };
         let addr = udp.local_addr().expect("addr");
-        let tcp = TcpListener::bind(addr)
-            .await
-            .expect("bind fake upstream TCP");
         let handler = Arc::new(Mutex::new(handler));
         let count = Arc::new(AtomicUsize::new(0));
         let seen = Arc::new(Mutex::new(Vec::new()));
