@@ -2,10 +2,14 @@
 //! harness in `common` (server in process on 127.0.0.1:0, fake upstream in
 //! process, deadlines instead of sleeps).
 
-mod common;
+mod admin;
 mod cache;
 mod cli;
+mod common;
 mod forwarding;
 mod guard;
+mod health;
+mod reload;
 mod serving;
 mod smoke;
+mod views;
