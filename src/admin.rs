@@ -2,8 +2,9 @@
 //! `/readyz` (listeners bound, a configuration loaded, a usable upstream,
 //! not draining) and `/metrics` (Prometheus text).
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::extract::State;
@@ -25,6 +26,8 @@ pub struct AdminState {
     pub ready: Arc<AtomicBool>,
     /// Set when shutdown begins: `/readyz` fails first.
     pub draining: Arc<AtomicBool>,
+    /// Serialises scrapes, which reset and refill the health gauges.
+    pub scrape: Arc<Mutex<()>>,
 }
 
 impl AdminState {
@@ -40,6 +43,51 @@ impl AdminState {
             return Err("no usable upstream: every upstream loops back to this server");
         }
         Ok(())
+    }
+
+    /// The `/metrics` body, with the gauges that are computed at scrape time
+    /// (cache size, health of records and endpoints) brought up to date.
+    pub fn render_metrics(&self) -> String {
+        let snapshot = self.resolver.snapshot();
+        let metrics = self.resolver.metrics();
+        // Several records can share a label (views: one name per `clients`
+        // set): a name is reported up only while every one of them answers,
+        // so that a view stepped aside is not hidden by another that is up.
+        let mut records: BTreeMap<&str, bool> = BTreeMap::new();
+        let mut endpoints: BTreeMap<(&str, String), bool> = BTreeMap::new();
+        for record in snapshot.records.all().iter().filter(|r| r.health_checked) {
+            *records.entry(record.label.as_str()).or_insert(true) &= record.is_active();
+            if let Answer::Addresses { a, aaaa } = &record.answer {
+                let v4 = a.iter().map(|x| (x.ip.to_string(), x.is_up()));
+                let v6 = aaaa.iter().map(|x| (x.ip.to_string(), x.is_up()));
+                for (address, up) in v4.chain(v6) {
+                    *endpoints
+                        .entry((record.label.as_str(), address))
+                        .or_insert(true) &= up;
+                }
+            }
+        }
+        // Reset and refill as one step: a concurrent scrape must not render
+        // the vectors half refilled.
+        let _scrape = self.scrape.lock().unwrap_or_else(|e| e.into_inner());
+        metrics
+            .cache_entries
+            .set(i64::try_from(snapshot.cache.entry_count()).unwrap_or(i64::MAX));
+        metrics.record_up.reset();
+        metrics.endpoint_up.reset();
+        for (label, up) in records {
+            metrics
+                .record_up
+                .with_label_values(&[label])
+                .set(if up { 1.0 } else { 0.0 });
+        }
+        for ((label, address), up) in endpoints {
+            metrics
+                .endpoint_up
+                .with_label_values(&[label, address.as_str()])
+                .set(if up { 1.0 } else { 0.0 });
+        }
+        metrics.render()
     }
 }
 
@@ -63,33 +111,9 @@ async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
 }
 
 async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
-    let snapshot = state.resolver.snapshot();
-    let metrics = state.resolver.metrics();
-    metrics
-        .cache_entries
-        .set(i64::try_from(snapshot.cache.entry_count()).unwrap_or(i64::MAX));
-    metrics.record_up.reset();
-    metrics.endpoint_up.reset();
-    for record in snapshot.records.all().iter().filter(|r| r.health_checked) {
-        let up = if record.is_active() { 1.0 } else { 0.0 };
-        metrics
-            .record_up
-            .with_label_values(&[&record.label])
-            .set(up);
-        if let Answer::Addresses { a, aaaa } = &record.answer {
-            let v4 = a.iter().map(|x| (x.ip.to_string(), x.is_up()));
-            let v6 = aaaa.iter().map(|x| (x.ip.to_string(), x.is_up()));
-            for (address, up) in v4.chain(v6) {
-                metrics
-                    .endpoint_up
-                    .with_label_values(&[record.label.as_str(), address.as_str()])
-                    .set(if up { 1.0 } else { 0.0 });
-            }
-        }
-    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        metrics.render(),
+        state.render_metrics(),
     )
 }
 

@@ -106,6 +106,7 @@ impl Server {
                 resolver: resolver.clone(),
                 ready: ready.clone(),
                 draining: draining.clone(),
+                scrape: Arc::default(),
             };
             let stop = admin_shutdown.clone();
             tokio::spawn(async move {

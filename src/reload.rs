@@ -8,6 +8,7 @@
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -16,7 +17,7 @@ use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{self, Config, LoadEnv};
+use crate::config::{self, Config, LoadEnv, LogFormat};
 use crate::health::HealthRegistry;
 use crate::logging::LogHandle;
 use crate::loop_guard::LoopGuard;
@@ -48,6 +49,26 @@ pub struct Reloader {
     log: LogHandle,
     watched: Vec<PathBuf>,
     fingerprint: u64,
+    /// What only a restart changes, as the process started with it.
+    fixed: FixedAtStart,
+}
+
+/// The settings a reload cannot apply: the bound sockets and the log format.
+#[derive(Debug, Clone, PartialEq)]
+struct FixedAtStart {
+    listen: Vec<SocketAddr>,
+    admin: Option<SocketAddr>,
+    log_format: LogFormat,
+}
+
+impl FixedAtStart {
+    fn of(config: &Config) -> Self {
+        Self {
+            listen: config.server.listen.clone(),
+            admin: config.admin.listen,
+            log_format: config.log.format,
+        }
+    }
 }
 
 impl Reloader {
@@ -61,8 +82,11 @@ impl Reloader {
         env: LoadEnv,
         log: LogHandle,
     ) -> Self {
-        let watched = resolver.snapshot().config.watched_files();
+        let snapshot = resolver.snapshot();
+        let watched = snapshot.config.watched_files();
         let fingerprint = fingerprint(&watched);
+        let fixed = FixedAtStart::of(&snapshot.config);
+        drop(snapshot);
         Self {
             resolver,
             shared,
@@ -72,6 +96,7 @@ impl Reloader {
             log,
             watched,
             fingerprint,
+            fixed,
         }
     }
 
@@ -143,7 +168,7 @@ impl Reloader {
             }
         };
         let old = self.resolver.snapshot();
-        warn_restart_needed(&old.config, &config);
+        warn_restart_needed(&self.fixed, &FixedAtStart::of(&config));
         self.log.apply(&config.log);
         self.watched = config.watched_files();
         let summary = config.summary();
@@ -234,19 +259,30 @@ fn log_record_health(snapshot: &Snapshot, health: &HealthRegistry) {
     });
 }
 
-fn warn_restart_needed(old: &Config, new: &Config) {
-    if old.server.listen != new.server.listen {
+/// Warns, at every reload until the restart, about each setting that
+/// differs from what the process started with and that only a restart
+/// applies (compared with the start, not the previous file: a listener
+/// moved in one reload is still where it was after the next).
+fn warn_restart_needed(running: &FixedAtStart, configured: &FixedAtStart) {
+    if running.listen != configured.listen {
         tracing::warn!(
-            running = ?old.server.listen,
-            configured = ?new.server.listen,
+            running = ?running.listen,
+            configured = ?configured.listen,
             "server.listen changed: this needs a restart; still serving the old addresses"
         );
     }
-    if old.admin.listen != new.admin.listen {
+    if running.admin != configured.admin {
         tracing::warn!(
-            running = ?old.admin.listen,
-            configured = ?new.admin.listen,
+            running = ?running.admin,
+            configured = ?configured.admin,
             "admin.listen changed: this needs a restart; the admin endpoint stays where it is"
+        );
+    }
+    if running.log_format != configured.log_format {
+        tracing::warn!(
+            running = ?running.log_format,
+            configured = ?configured.log_format,
+            "log.format changed: this needs a restart; the level and the query log follow the reload"
         );
     }
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use accel_dns::metrics::{ENDPOINT_UP, RECORD_UP};
 use hickory_proto::rr::{RData, RecordType};
 
-use crate::admin::{LogCapture, answer_a, complete, rewrite};
+use crate::admin::{LogCapture, answer_a, complete, query_from, rewrite};
 use crate::common::*;
 
 /// Probe interval of every test here.
@@ -316,6 +316,59 @@ async fn a_reload_keeps_probe_state_and_a_changed_check_restarts_it() {
         "the removed record is still probed: {} probes after the reload",
         eps[1].accepted() - after_reload
     );
+}
+
+/// Views and health checks combine: a view whose addresses are all down
+/// steps aside for its network, which then gets the record without
+/// `clients`; `record_up` of the name is 0 while any of its records is.
+#[tokio::test]
+async fn a_view_stepped_aside_falls_back_to_the_default_record() {
+    let upstream = FakeUpstream::start().await;
+    let (port, mut eps) = endpoints(&["127.0.0.29", "127.0.0.30"]).await;
+    let server = TestServer::start(
+        &format!(
+            "{}{}clients = [\"127.0.9.0/24\"]\n",
+            checked("docker.io", &["127.0.0.29"], port, 2, 1),
+            checked("docker.io", &["127.0.0.30"], port, 2, 1),
+        ),
+        Some(upstream.addr),
+    )
+    .await;
+    let from = |source: &'static str| {
+        let dns = server.dns;
+        async move {
+            a_records(&query_from(source, dns, "docker.io.", RecordType::A).await)
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(from("127.0.9.5").await, ["127.0.0.30"]);
+    assert_eq!(from("127.0.0.1").await, ["127.0.0.29"]);
+    assert_eq!(server.metric(&record_up("docker.io")).await, Some(1.0));
+
+    eps[1].stop().await;
+    wait_until("the view steps aside", || async {
+        from("127.0.9.5").await == ["127.0.0.29"]
+    })
+    .await;
+    assert_eq!(from("127.0.0.1").await, ["127.0.0.29"]);
+    assert_eq!(server.metric(&record_up("docker.io")).await, Some(0.0));
+    assert_eq!(
+        server.metric(&endpoint_up("docker.io", "127.0.0.30")).await,
+        Some(0.0)
+    );
+    assert_eq!(
+        server.metric(&endpoint_up("docker.io", "127.0.0.29")).await,
+        Some(1.0)
+    );
+
+    eps[1].start().await;
+    wait_until("the view is back", || async {
+        from("127.0.9.5").await == ["127.0.0.30"]
+    })
+    .await;
+    assert_eq!(server.metric(&record_up("docker.io")).await, Some(1.0));
 }
 
 /// Records that probe the same address and port with the same check share

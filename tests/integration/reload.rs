@@ -660,6 +660,35 @@ async fn a_listen_change_logs_that_it_needs_a_restart_and_keeps_serving() {
         a_records(&query_tcp(server.dns, "docker.io.", RecordType::A).await),
         ["203.0.113.11".parse::<std::net::Ipv4Addr>().expect("ip")]
     );
+
+    // The next reload still differs from what is bound: it says so again,
+    // and a log format change is flagged the same way.
+    rewrite(
+        &server,
+        &format!(
+            "[server]\nlisten = [\"127.0.0.1:0\", \"127.0.0.1:5399\"]\n\
+             [log]\nformat = \"json\"\n{}",
+            docker(&["203.0.113.12"])
+        ),
+        upstream.addr,
+    );
+    live(
+        &server,
+        "docker.io.",
+        &["203.0.113.12"],
+        "listen still changed",
+    )
+    .await;
+    let restart = |setting: &str| logs.lines_with(&[setting, "needs a restart"]).len();
+    assert_eq!(restart("server.listen changed"), 2, "{}", logs.text());
+    assert_eq!(restart("admin.listen changed"), 1, "admin back as bound");
+    assert_eq!(restart("log.format changed"), 1, "{}", logs.text());
+
+    // Back to what is bound: nothing needs a restart any more.
+    rewrite(&server, &docker(&["203.0.113.13"]), upstream.addr);
+    live(&server, "docker.io.", &["203.0.113.13"], "listen reverted").await;
+    assert_eq!(restart("server.listen changed"), 2, "{}", logs.text());
+    assert_eq!(restart("log.format changed"), 1);
 }
 
 /// A free port on `ip` for both UDP and TCP.
