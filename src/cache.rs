@@ -13,12 +13,12 @@ use std::hash::{BuildHasher, Hasher, RandomState};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hickory_proto::op::{Message, ResponseCode};
-use hickory_proto::rr::{DNSClass, Name, RData, RecordType};
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::{DNSClass, Name, RecordType};
 use moka::sync::Cache;
 
 use crate::config::CacheConfig;
-use crate::wire::{TtlRule, WireAnswer};
+use crate::wire::{AnswerFacts, TtlRule, WireAnswer};
 
 /// How long an upstream SERVFAIL is remembered at most.
 pub const SERVFAIL_TTL: Duration = Duration::from_secs(5);
@@ -239,11 +239,10 @@ impl AnswerCache {
         &self,
         key: CacheKey,
         dnssec_ok: bool,
-        message: &Message,
         answer: WireAnswer,
     ) -> Option<Arc<CacheEntry>> {
         let cache = self.inner.as_ref()?;
-        let policy = self.policy(message, &answer)?;
+        let policy = self.policy(&answer.facts())?;
         if answer.rcode() == ResponseCode::ServFail {
             // A remembered failure must never push out an answer kept for serve-stale.
             if cache.contains_key(&key) {
@@ -270,27 +269,20 @@ impl AnswerCache {
         })
     }
 
-    fn policy(&self, message: &Message, answer: &WireAnswer) -> Option<Policy> {
-        if answer.truncated() {
+    fn policy(&self, facts: &AnswerFacts) -> Option<Policy> {
+        if facts.truncated {
             return None;
         }
         let secs = |d: Duration| u32::try_from(d.as_secs()).unwrap_or(u32::MAX);
-        match message.metadata.response_code {
+        match facts.rcode {
             ResponseCode::ServFail => Some(Policy {
                 fresh_for: SERVFAIL_TTL,
                 floor: 0,
                 cap: secs(SERVFAIL_TTL),
             }),
-            ResponseCode::NoError if !message.answers.is_empty() => {
-                let smallest = message
-                    .answers
-                    .iter()
-                    .chain(message.authorities.iter())
-                    .filter(|r| r.record_type() != RecordType::OPT)
-                    .map(|r| r.ttl)
-                    .min()?;
+            ResponseCode::NoError if facts.answers > 0 => {
                 let (floor, cap) = (secs(self.config.min_ttl), secs(self.config.max_ttl));
-                let ttl = smallest.clamp(floor.min(cap), cap);
+                let ttl = facts.smallest_ttl?.clamp(floor.min(cap), cap);
                 (ttl > 0).then(|| Policy {
                     fresh_for: Duration::from_secs(u64::from(ttl)),
                     floor,
@@ -298,12 +290,10 @@ impl AnswerCache {
                 })
             }
             ResponseCode::NoError | ResponseCode::NXDomain => {
-                let soa_ttl = message.authorities.iter().find_map(|r| match &r.data {
-                    RData::SOA(soa) => Some(r.ttl.min(soa.minimum)),
-                    _ => None,
-                })?;
-                let cap = secs(self.config.negative_max_ttl);
-                let ttl = soa_ttl.min(cap);
+                let (record_ttl, minimum) = facts.soa?;
+                let ttl = record_ttl
+                    .min(minimum)
+                    .min(secs(self.config.negative_max_ttl));
                 (ttl > 0).then(|| Policy {
                     fresh_for: Duration::from_secs(u64::from(ttl)),
                     floor: 0,
@@ -324,7 +314,8 @@ struct Policy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hickory_proto::op::{MessageType, OpCode, Query};
+    use hickory_proto::op::{Message, MessageType, OpCode, Query};
+    use hickory_proto::rr::RData;
     use hickory_proto::rr::rdata::SOA;
     use hickory_proto::rr::{Name, Record};
 
@@ -362,12 +353,10 @@ mod tests {
         let cache = AnswerCache::new(config(10));
         let without = message(ResponseCode::NXDomain, false);
         let wire = WireAnswer::from_message(&without).expect("wire");
-        assert!(cache.store(key(&cache, 1), false, &without, wire).is_none());
+        assert!(cache.store(key(&cache, 1), false, wire).is_none());
         let with = message(ResponseCode::NXDomain, true);
         let wire = WireAnswer::from_message(&with).expect("wire");
-        let entry = cache
-            .store(key(&cache, 1), false, &with, wire)
-            .expect("stored");
+        let entry = cache.store(key(&cache, 1), false, wire).expect("stored");
         assert_eq!(entry.fresh_for, Duration::from_secs(60));
         assert!(matches!(
             cache.get(&key(&cache, 1), QUESTION, false),
@@ -381,7 +370,7 @@ mod tests {
         let m = message(ResponseCode::NXDomain, true);
         for n in 0..50 {
             let wire = WireAnswer::from_message(&m).expect("wire");
-            cache.store(key(&cache, n), false, &m, wire);
+            cache.store(key(&cache, n), false, wire);
         }
         assert!(cache.entry_count() <= 5, "{}", cache.entry_count());
     }
@@ -391,7 +380,7 @@ mod tests {
         let cache = AnswerCache::new(config(0));
         let m = message(ResponseCode::NXDomain, true);
         let wire = WireAnswer::from_message(&m).expect("wire");
-        assert!(cache.store(key(&cache, 1), false, &m, wire).is_none());
+        assert!(cache.store(key(&cache, 1), false, wire).is_none());
         assert!(matches!(
             cache.get(&key(&cache, 1), QUESTION, false),
             Lookup::Miss

@@ -10,10 +10,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hickory_proto::op::Query;
-use hickory_proto::rr::{Name, RecordType};
+use hickory_proto::rr::{DNSClass, Name, RecordType};
 
 use crate::upstream::UpstreamServer;
+use crate::wire::question_bytes;
 
 /// How often every upstream is probed again while a configuration runs.
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(60);
@@ -45,8 +45,8 @@ impl LoopGuard {
             pending.insert(name.clone(), server.clone());
             self.count.store(pending.len(), Ordering::Relaxed);
         }
-        let query = Query::query(name.clone(), RecordType::HINFO);
-        let _ = server.exchange(&query, false, budget).await;
+        let question = question_bytes(&name, RecordType::HINFO, DNSClass::IN);
+        let _ = server.exchange(&question, false, budget).await;
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         pending.remove(&name);
         self.count.store(pending.len(), Ordering::Relaxed);

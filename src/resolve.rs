@@ -57,7 +57,6 @@ enum Work {
 /// An upstream answer as fetched once for every identical query waiting.
 #[derive(Debug)]
 struct Fetched {
-    message: Message,
     wire: WireAnswer,
 }
 
@@ -431,7 +430,11 @@ impl Resolver {
                     .await;
                 match fetched {
                     Ok(fetched) if fetched.wire.rcode() != ResponseCode::ServFail => {
-                        fetched.message.clone()
+                        fetched.wire.to_message(TtlRule::Aged {
+                            age: 0,
+                            min: 0,
+                            max: u32::MAX,
+                        })?
                     }
                     // Every upstream failed: the target gets the same serve_stale
                     // rescue as a forwarded name (SPEC §4.5), or a CNAME record
@@ -477,19 +480,8 @@ impl Resolver {
             let answer = pool
                 .resolve(&owned_name, query_type, class, dnssec_ok)
                 .await?;
-            let wire = match answer.bytes {
-                Some(bytes) => WireAnswer::from_upstream(bytes, &answer.message),
-                None => WireAnswer::from_message(&answer.message),
-            }
-            .map_err(|error| {
-                tracing::warn!(%error, "upstream answer could not be held");
-                UpstreamError::AllFailed
-            })?;
-            cache.store(key, dnssec_ok, &answer.message, wire.clone());
-            Ok(Arc::new(Fetched {
-                message: answer.message,
-                wire,
-            }))
+            cache.store(key, dnssec_ok, answer.clone());
+            Ok(Arc::new(Fetched { wire: answer }))
         });
         let joined = {
             let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());

@@ -13,11 +13,10 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
-use hickory_proto::op::{Message, MessageType, Query};
 use tokio::net::UdpSocket;
 use tokio::sync::oneshot;
 
-use crate::wire::same_question;
+use crate::wire::{encode_upstream_query, is_answer_to};
 
 /// Sockets per upstream.
 pub const POOL_SIZE: usize = 16;
@@ -38,9 +37,10 @@ pub enum PoolError {
     Busy,
 }
 
-/// What a reader hands a waiting query: the decoded answer and its bytes.
-type Delivery = Result<(Message, Vec<u8>), io::ErrorKind>;
-type Waiters = Mutex<HashMap<u16, (Query, oneshot::Sender<Delivery>)>>;
+/// What a reader hands a waiting query: the answer's bytes.
+type Delivery = Result<Vec<u8>, io::ErrorKind>;
+/// Queries in flight on one socket: ID → (question in wire form, who waits).
+type Waiters = Mutex<HashMap<u16, (Box<[u8]>, oneshot::Sender<Delivery>)>>;
 
 struct PooledSocket {
     socket: Arc<UdpSocket>,
@@ -90,14 +90,15 @@ impl UdpPool {
         }
     }
 
-    /// Sends `bytes` (a query whose ID is patched in) and waits until
-    /// `deadline` for the answer that matches the ID and `question`.
+    /// Sends a query for `question` (`QNAME QTYPE QCLASS`, wire form) and
+    /// waits until `deadline` for the answer with its ID and question;
+    /// returns the answer's bytes.
     pub async fn exchange(
         &self,
-        question: &Query,
-        mut bytes: Vec<u8>,
+        question: &[u8],
+        dnssec_ok: bool,
         deadline: Instant,
-    ) -> Result<(Message, Vec<u8>), PoolError> {
+    ) -> Result<Vec<u8>, PoolError> {
         let sockets = self.sockets()?;
         let pooled = &sockets[rand::random_range(0..sockets.len())];
         let (tx, rx) = oneshot::channel();
@@ -112,17 +113,17 @@ impl UdpPool {
                 }
                 id = rand::random();
             }
-            waiters.insert(id, (question.clone(), tx));
+            waiters.insert(id, (question.into(), tx));
             id
         };
         let _forget = ForgetOnDrop {
             waiters: &pooled.waiters,
             id,
         };
-        if let Some(header) = bytes.get_mut(0..2) {
-            header.copy_from_slice(&id.to_be_bytes());
-        }
-        pooled.socket.send(&bytes).await?;
+        pooled
+            .socket
+            .send(&encode_upstream_query(id, question, dnssec_ok))
+            .await?;
         match tokio::time::timeout_at(deadline.into(), rx).await {
             Ok(Ok(Ok(answer))) => Ok(answer),
             Ok(Ok(Err(kind))) => Err(PoolError::Io(kind.into())),
@@ -182,33 +183,24 @@ async fn read_answers(socket: Arc<UdpSocket>, waiters: Arc<Waiters>) {
                 continue;
             }
         };
-        let Some(id) = buffer.get(0..2).map(|b| u16::from_be_bytes([b[0], b[1]])) else {
+        let answer = &buffer[..len];
+        let Some(id) = answer.get(0..2).map(|b| u16::from_be_bytes([b[0], b[1]])) else {
             continue;
         };
-        let expected = {
-            let waiting = waiters.lock().unwrap_or_else(|e| e.into_inner());
-            waiting.get(&id).map(|(question, _)| question.clone())
+        let waiter = {
+            let mut waiting = waiters.lock().unwrap_or_else(|e| e.into_inner());
+            let matches = waiting
+                .get(&id)
+                .is_some_and(|(question, _)| is_answer_to(answer, id, question));
+            if matches { waiting.remove(&id) } else { None }
         };
-        let Some(question) = expected else {
-            tracing::debug!("ignored an upstream answer with an unknown ID");
-            continue;
-        };
-        let Ok(message) = Message::from_vec(&buffer[..len]) else {
-            continue;
-        };
-        let matches = message.metadata.message_type == MessageType::Response
-            && message.queries.len() == 1
-            && same_question(&question, &message.queries[0]);
-        if !matches {
-            tracing::debug!("ignored an upstream answer whose question does not match");
-            continue;
-        }
-        let waiter = waiters
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&id);
-        if let Some((_, tx)) = waiter {
-            let _ = tx.send(Ok((message, buffer[..len].to_vec())));
+        match waiter {
+            Some((_, tx)) => {
+                let _ = tx.send(Ok(answer.to_vec()));
+            }
+            None => {
+                tracing::debug!("ignored an upstream answer whose ID or question does not match")
+            }
         }
     }
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use hickory_proto::op::{Message, MessageType, Query, ResponseCode};
+use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{DNSClass, Name, RecordType};
 use prometheus::{Histogram, IntCounter};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -20,7 +20,7 @@ use tokio::sync::Semaphore;
 
 use crate::metrics::Metrics;
 use crate::udp_pool::{PoolError, UdpPool};
-use crate::wire::{same_question, upstream_query};
+use crate::wire::{WireAnswer, encode_upstream_query, is_answer_to, question_bytes};
 
 /// How long a failed upstream is passed over while others work.
 pub const SKIP_AFTER_FAILURE: Duration = Duration::from_secs(10);
@@ -51,22 +51,12 @@ pub enum ExchangeError {
     /// The socket failed (connection refused, unreachable, reset).
     #[error("{0}")]
     Io(#[from] std::io::Error),
-    /// The query could not be encoded.
-    #[error("cannot encode query: {0}")]
-    Encode(#[from] hickory_proto::ProtoError),
+    /// The answer is not a DNS message that can be held.
+    #[error("malformed answer")]
+    Malformed,
     /// The query does not fit a TCP frame.
     #[error("query too large for TCP")]
     TooLarge,
-}
-
-/// An upstream's answer: decoded, and as received when it came over UDP
-/// (so that it can be held without re-encoding).
-#[derive(Debug, Clone)]
-pub struct UpstreamAnswer {
-    /// The decoded answer.
-    pub message: Message,
-    /// The bytes as received (UDP only).
-    pub bytes: Option<Vec<u8>>,
 }
 
 /// One upstream resolver and what is known of its health.
@@ -135,16 +125,17 @@ impl UpstreamServer {
         }
     }
 
-    /// One query to this server: UDP, then TCP if the answer is truncated.
+    /// One query to this server for `question` (`QNAME QTYPE QCLASS`,
+    /// wire form): UDP, then TCP if the answer is truncated.
     pub async fn exchange(
         &self,
-        query: &Query,
+        question: &[u8],
         dnssec_ok: bool,
         budget: Duration,
-    ) -> Result<UpstreamAnswer, ExchangeError> {
+    ) -> Result<WireAnswer, ExchangeError> {
         let started = Instant::now();
         let deadline = started + budget;
-        let result = self.exchange_inner(query, dnssec_ok, deadline).await;
+        let result = self.exchange_inner(question, dnssec_ok, deadline).await;
         if result.is_ok() {
             self.duration.observe(started.elapsed().as_secs_f64());
         }
@@ -153,77 +144,44 @@ impl UpstreamServer {
 
     async fn exchange_inner(
         &self,
-        query: &Query,
+        question: &[u8],
         dnssec_ok: bool,
         deadline: Instant,
-    ) -> Result<UpstreamAnswer, ExchangeError> {
-        let udp = self.exchange_udp(query, dnssec_ok, deadline).await?;
-        if !udp.message.metadata.truncation {
-            return Ok(udp);
-        }
-        match self.exchange_tcp(query, dnssec_ok, deadline).await {
-            Ok(full) => Ok(UpstreamAnswer {
-                message: full,
-                bytes: None,
-            }),
-            Err(e) => {
-                tracing::debug!(upstream = %self.addr, error = %e, "TCP retry of a truncated answer failed; relaying the truncated one");
-                Ok(udp)
-            }
-        }
-    }
-
-    fn encode(query: &Query, dnssec_ok: bool) -> Result<(u16, Vec<u8>), ExchangeError> {
-        let id: u16 = rand::random();
-        let message = upstream_query(
-            id,
-            query.name(),
-            query.query_type(),
-            query.query_class(),
-            dnssec_ok,
-        );
-        Ok((id, message.to_vec()?))
-    }
-
-    fn accept(id: u16, query: &Query, bytes: &[u8]) -> Option<Message> {
-        let message = Message::from_vec(bytes).ok()?;
-        let matches = message.metadata.id == id
-            && message.metadata.message_type == MessageType::Response
-            && message.queries.len() == 1
-            && same_question(query, &message.queries[0]);
-        matches.then_some(message)
-    }
-
-    async fn exchange_udp(
-        &self,
-        query: &Query,
-        dnssec_ok: bool,
-        deadline: Instant,
-    ) -> Result<UpstreamAnswer, ExchangeError> {
-        let (_, bytes) = Self::encode(query, dnssec_ok)?;
-        self.udp
-            .exchange(query, bytes, deadline)
+    ) -> Result<WireAnswer, ExchangeError> {
+        let udp = self
+            .udp
+            .exchange(question, dnssec_ok, deadline)
             .await
-            .map(|(message, bytes)| UpstreamAnswer {
-                message,
-                bytes: Some(bytes),
-            })
             .map_err(|e| match e {
                 PoolError::Timeout => ExchangeError::Timeout,
                 PoolError::Io(io) => ExchangeError::Io(io),
                 PoolError::Busy => ExchangeError::Io(std::io::ErrorKind::WouldBlock.into()),
-            })
+            })?;
+        let truncated = udp.get(2).is_some_and(|flags| flags & 0x02 != 0);
+        let bytes = if truncated {
+            match self.exchange_tcp(question, dnssec_ok, deadline).await {
+                Ok(full) => full,
+                Err(error) => {
+                    tracing::debug!(upstream = %self.addr, %error, "TCP retry of a truncated answer failed; relaying the truncated one");
+                    udp
+                }
+            }
+        } else {
+            udp
+        };
+        WireAnswer::from_upstream(bytes).map_err(|_| ExchangeError::Malformed)
     }
 
     async fn exchange_tcp(
         &self,
-        query: &Query,
+        question: &[u8],
         dnssec_ok: bool,
         deadline: Instant,
-    ) -> Result<Message, ExchangeError> {
+    ) -> Result<Vec<u8>, ExchangeError> {
         let work = async {
             let mut stream = TcpStream::connect(self.addr).await?;
-            let (id, bytes) = Self::encode(query, dnssec_ok)?;
+            let id: u16 = rand::random();
+            let bytes = encode_upstream_query(id, question, dnssec_ok);
             let len = u16::try_from(bytes.len()).map_err(|_| ExchangeError::TooLarge)?;
             let mut framed = Vec::with_capacity(bytes.len() + 2);
             framed.extend_from_slice(&len.to_be_bytes());
@@ -233,8 +191,8 @@ impl UpstreamServer {
                 let len = stream.read_u16().await? as usize;
                 let mut answer = vec![0u8; len];
                 stream.read_exact(&mut answer).await?;
-                if let Some(message) = Self::accept(id, query, &answer) {
-                    return Ok(message);
+                if is_answer_to(&answer, id, question) {
+                    return Ok(answer);
                 }
             }
         };
@@ -291,7 +249,7 @@ impl UpstreamPool {
         query_type: RecordType,
         class: DNSClass,
         dnssec_ok: bool,
-    ) -> Result<UpstreamAnswer, UpstreamError> {
+    ) -> Result<WireAnswer, UpstreamError> {
         let _permit = self
             .permits
             .try_acquire()
@@ -302,8 +260,7 @@ impl UpstreamPool {
             return Err(UpstreamError::NoUpstream);
         }
         order.sort_by_key(|s| s.is_skipped());
-        let mut query = Query::query(name.clone(), query_type);
-        query.set_query_class(class);
+        let question = question_bytes(name, query_type, class);
         let deadline = Instant::now() + self.timeout;
         let mut servfail = None;
         let mut all_servfail = true;
@@ -315,8 +272,8 @@ impl UpstreamPool {
                 break;
             }
             let share = remaining / u32::try_from(count - index).unwrap_or(1);
-            match server.exchange(&query, dnssec_ok, share).await {
-                Ok(answer) => match answer.message.metadata.response_code {
+            match server.exchange(&question, dnssec_ok, share).await {
+                Ok(answer) => match answer.rcode() {
                     ResponseCode::ServFail => {
                         server.failed();
                         servfail = Some(answer);

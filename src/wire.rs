@@ -204,6 +204,21 @@ pub struct WireAnswer {
     question_end: u16,
 }
 
+/// What the cache rules look at in an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AnswerFacts {
+    /// The rcode.
+    pub rcode: ResponseCode,
+    /// TC set.
+    pub truncated: bool,
+    /// Records in the answer section.
+    pub answers: usize,
+    /// Smallest TTL of the answer and authority sections.
+    pub smallest_ttl: Option<u32>,
+    /// The first SOA of the authority section: (record TTL, MINIMUM).
+    pub soa: Option<(u32, u32)>,
+}
+
 /// Why an upstream message cannot be held as a [`WireAnswer`].
 #[derive(Debug, thiserror::Error)]
 pub enum WireError {
@@ -236,16 +251,15 @@ impl WireAnswer {
         Self::from_canonical(canonical.to_vec()?)
     }
 
-    /// Takes an upstream answer's own bytes (already validated as the answer
-    /// to our question and decoded into `message`) without re-encoding them:
-    /// ID 0, RA set, question lower-cased, the trailing OPT cut off. Falls
-    /// back to [`WireAnswer::from_message`] for the rare shapes it cannot
-    /// cut (OPT not last, extended rcode, TSIG).
-    pub fn from_upstream(mut bytes: Vec<u8>, message: &Message) -> Result<Self, WireError> {
-        let plain = message.metadata.response_code.high() == 0 && message.signature.is_none();
-        let cut = if plain { opt_position(&bytes) } else { None };
-        let Some(cut) = cut else {
-            return Self::from_message(message);
+    /// Takes an upstream answer's own bytes (already checked by
+    /// [`is_answer_to`]) without decoding or re-encoding them: ID 0, RA set,
+    /// question lower-cased, the trailing OPT cut off. Falls back to a
+    /// decode and [`WireAnswer::from_message`] for the rare shapes it cannot
+    /// cut (OPT not last, an extended rcode).
+    pub fn from_upstream(mut bytes: Vec<u8>) -> Result<Self, WireError> {
+        let Some(cut) = opt_position(&bytes) else {
+            let message = Message::from_vec(&bytes).map_err(|_| WireError::Walk)?;
+            return Self::from_message(&message);
         };
         if let Some((opt_start, arcount)) = cut.opt {
             bytes.truncate(opt_start);
@@ -267,7 +281,7 @@ impl WireAnswer {
 
     fn from_canonical(bytes: Vec<u8>) -> Result<Self, WireError> {
         let mut question_end = 0;
-        walk_records(&bytes, &mut question_end, |_, _| {}).ok_or(WireError::Walk)?;
+        walk_records(&bytes, &mut question_end, |_| {}).ok_or(WireError::Walk)?;
         Ok(Self {
             bytes: bytes.into_boxed_slice(),
             question_end: u16::try_from(question_end).map_err(|_| WireError::Walk)?,
@@ -293,6 +307,44 @@ impl WireAnswer {
         &self.bytes[12..self.question_end()]
     }
 
+    /// What the cache needs to know of this answer (SPEC §4.6).
+    pub fn facts(&self) -> AnswerFacts {
+        let mut facts = AnswerFacts {
+            rcode: self.rcode(),
+            truncated: self.truncated(),
+            answers: 0,
+            smallest_ttl: None,
+            soa: None,
+        };
+        let mut ignored = 0;
+        let soa = u16::from(RecordType::SOA);
+        walk_records(&self.bytes, &mut ignored, |record| {
+            if record.section == 0 {
+                facts.answers += 1;
+            }
+            if record.section < 2 {
+                facts.smallest_ttl = Some(
+                    facts
+                        .smallest_ttl
+                        .map_or(record.ttl, |t: u32| t.min(record.ttl)),
+                );
+            }
+            if record.section == 1
+                && record.rtype == soa
+                && facts.soa.is_none()
+                && record.rdata.len() >= 22
+            {
+                let end = record.rdata.end;
+                let minimum = self.bytes[end - 4..end]
+                    .try_into()
+                    .map(u32::from_be_bytes)
+                    .unwrap_or(0);
+                facts.soa = Some((record.ttl, minimum));
+            }
+        });
+        facts
+    }
+
     /// Bytes held (for memory accounting).
     pub fn len(&self) -> usize {
         self.bytes.len()
@@ -314,7 +366,8 @@ impl WireAnswer {
     /// Writes TTLs into `out`, a copy of the held bytes.
     fn patch_ttls(&self, out: &mut [u8], rule: TtlRule) {
         let mut ignored = 0;
-        walk_records(&self.bytes, &mut ignored, |at, original| {
+        walk_records(&self.bytes, &mut ignored, |record| {
+            let (at, original) = (record.ttl_at, record.ttl);
             let ttl = match rule {
                 TtlRule::Aged { age, min, max } => {
                     original.clamp(min.min(max), max).saturating_sub(age)
@@ -410,13 +463,22 @@ pub fn packet_question(packet: &[u8]) -> Option<&[u8]> {
     packet.get(12..at + 4)
 }
 
+/// One resource record seen by [`walk_records`].
+struct WalkedRecord {
+    /// 0 answer, 1 authority, 2 additional.
+    section: u8,
+    rtype: u16,
+    ttl_at: usize,
+    ttl: u32,
+    rdata: std::ops::Range<usize>,
+}
+
 /// Walks an encoded message with one question: sets where the question
-/// ends and calls `ttl(offset, value)` for every record's TTL (OPT's
-/// pseudo-TTL excluded). `None` if it does not walk.
+/// ends and calls `visit` for every record but OPT. `None` if it does not walk.
 fn walk_records(
     bytes: &[u8],
     question_end: &mut usize,
-    mut ttl: impl FnMut(usize, u32),
+    mut visit: impl FnMut(WalkedRecord),
 ) -> Option<()> {
     let count = |at: usize| -> Option<usize> {
         Some(u16::from_be_bytes([*bytes.get(at)?, *bytes.get(at + 1)?]) as usize)
@@ -424,24 +486,39 @@ fn walk_records(
     if count(4)? != 1 {
         return None;
     }
-    let records = count(6)? + count(8)? + count(10)?;
+    let (answers, authorities) = (count(6)?, count(8)?);
+    let records = answers + authorities + count(10)?;
     let mut at = skip_name(bytes, 12)? + 4;
     if at > bytes.len() {
         return None;
     }
     *question_end = at;
-    for _ in 0..records {
+    for index in 0..records {
         at = skip_name(bytes, at)?;
         let rtype = count(at)?;
         let ttl_at = at + 4;
         let value = u32::from_be_bytes(bytes.get(ttl_at..ttl_at + 4)?.try_into().ok()?);
         let rdlength = count(at + 8)?;
-        if rtype != usize::from(u16::from(RecordType::OPT)) {
-            ttl(ttl_at, value);
-        }
-        at += 10 + rdlength;
+        let rdata = at + 10..at + 10 + rdlength;
+        at = rdata.end;
         if at > bytes.len() {
             return None;
+        }
+        if rtype != usize::from(u16::from(RecordType::OPT)) {
+            let section = if index < answers {
+                0
+            } else if index < answers + authorities {
+                1
+            } else {
+                2
+            };
+            visit(WalkedRecord {
+                section,
+                rtype: rtype as u16,
+                ttl_at,
+                ttl: value,
+                rdata,
+            });
         }
     }
     Some(())
@@ -470,12 +547,14 @@ fn opt_position(bytes: &[u8]) -> Option<OptCut> {
         let start = at;
         at = skip_name(bytes, at)?;
         let rtype = count(at)?;
-        at += 10 + count(at + 8)?;
+        let rdlength = count(at + 8)?;
+        at += 10 + rdlength;
         if at > bytes.len() {
             return None;
         }
         if rtype == usize::from(u16::from(RecordType::OPT)) {
-            if index + 1 != records {
+            let extended_rcode = *bytes.get(at - rdlength - 6)?;
+            if index + 1 != records || extended_rcode != 0 {
                 return None;
             }
             opt = Some((start, u16::try_from(arcount).ok()?));
@@ -496,31 +575,31 @@ fn skip_name(bytes: &[u8], mut at: usize) -> Option<usize> {
     }
 }
 
-/// Whether a response's question is the one asked (case-insensitive).
-pub fn same_question(asked: &Query, answered: &Query) -> bool {
-    asked.query_type() == answered.query_type()
-        && asked.query_class() == answered.query_class()
-        && asked.name() == answered.name()
+/// The bytes of a query for upstream: ID, RD and AD set, `question`
+/// (`QNAME QTYPE QCLASS` in wire form), and an OPT with our buffer size and
+/// the client's DO bit. Built by hand: this runs on every cache miss.
+pub fn encode_upstream_query(id: u16, question: &[u8], dnssec_ok: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(12 + question.len() + 11);
+    out.extend_from_slice(&id.to_be_bytes());
+    // RD; AD asks a validating upstream to say what it validated (RFC 6840 §5.7).
+    out.extend_from_slice(&[0x01, 0x20, 0, 1, 0, 0, 0, 0, 0, 1]);
+    out.extend_from_slice(question);
+    out.push(0);
+    out.extend_from_slice(&u16::from(RecordType::OPT).to_be_bytes());
+    out.extend_from_slice(&EDNS_PAYLOAD.to_be_bytes());
+    out.extend_from_slice(&[0, 0, if dnssec_ok { 0x80 } else { 0 }, 0, 0, 0]);
+    out
 }
 
-/// A query for upstream: random ID, RD, the question, EDNS with our buffer
-/// and the client's DO.
-pub fn upstream_query(
-    id: u16,
-    name: &Name,
-    query_type: RecordType,
-    class: DNSClass,
-    dnssec_ok: bool,
-) -> Message {
-    let mut message = Message::new(id, MessageType::Query, OpCode::Query);
-    message.metadata.recursion_desired = true;
-    // Ask for AD so that a validating upstream says what it validated (RFC 6840 §5.7).
-    message.metadata.authentic_data = true;
-    let mut query = Query::query(name.clone(), query_type);
-    query.set_query_class(class);
-    message.add_query(query);
-    message.set_edns(server_edns(dnssec_ok));
-    message
+/// Whether `answer` is a response with `id` to exactly `question` (case
+/// aside): the anti-spoofing check of SPEC §4.5, on bytes.
+pub fn is_answer_to(answer: &[u8], id: u16, question: &[u8]) -> bool {
+    answer.len() >= 12 + question.len()
+        && answer[0..2] == id.to_be_bytes()
+        && answer[2] & 0x80 != 0
+        && answer[2] & 0x78 == 0
+        && answer[4..6] == [0, 1]
+        && answer[12..12 + question.len()].eq_ignore_ascii_case(question)
 }
 
 #[cfg(test)]
@@ -630,5 +709,42 @@ mod tests {
             &mut out,
         );
         assert_eq!(Message::from_vec(&out).expect("decode").answers.len(), 60);
+    }
+
+    #[test]
+    fn upstream_bytes_are_held_without_their_opt() {
+        let name = Name::from_ascii("MiXed.Example.").expect("name");
+        let mut message = Message::new(0x4242, MessageType::Response, OpCode::Query);
+        message.add_query(Query::query(name.clone(), RecordType::A));
+        message.add_answer(address_record_a(&name, 120, Ipv4Addr::new(198, 51, 100, 1)));
+        message.set_edns(server_edns(false));
+        let bytes = message.to_vec().expect("encode");
+        let question = question_bytes(&name, RecordType::A, DNSClass::IN);
+        assert!(is_answer_to(&bytes, 0x4242, &question));
+        assert!(!is_answer_to(&bytes, 0x4243, &question));
+        let held = WireAnswer::from_upstream(bytes).expect("held");
+        assert_eq!(held.question(), &question[..]);
+        let facts = held.facts();
+        assert_eq!(
+            (facts.answers, facts.smallest_ttl, facts.soa),
+            (1, Some(120), None)
+        );
+        let decoded = held.to_message(TtlRule::Fixed(7)).expect("decode");
+        assert!(decoded.edns.is_none());
+        assert_eq!(decoded.answers[0].ttl, 7);
+    }
+
+    #[test]
+    fn upstream_queries_are_well_formed() {
+        let name = Name::from_ascii("a.example.").expect("name");
+        let question = question_bytes(&name, RecordType::AAAA, DNSClass::IN);
+        let bytes = encode_upstream_query(7, &question, true);
+        let decoded = Message::from_vec(&bytes).expect("decode");
+        assert_eq!(decoded.metadata.id, 7);
+        assert!(decoded.metadata.recursion_desired);
+        assert_eq!(decoded.queries[0].query_type(), RecordType::AAAA);
+        let edns = decoded.edns.expect("edns");
+        assert_eq!(edns.max_payload(), EDNS_PAYLOAD);
+        assert!(edns.flags().dnssec_ok);
     }
 }
