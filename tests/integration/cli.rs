@@ -668,3 +668,76 @@ async fn log_format_json_writes_one_json_object_per_line() {
     }
     assert!(log.contains("docker.io"), "the query line: {log}");
 }
+
+/// SPEC §2: with neither `--config` nor `ACCEL_DNS_CONFIG`, the binary alone
+/// is a working forwarder on the built-in defaults (127.0.0.1:5353, admin on
+/// 127.0.0.1:9553, `system` upstreams). Those ports are fixed, so this runs
+/// in a private network namespace, with a second accel-dns as the upstream
+/// that resolv.conf names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_alone_on_built_in_defaults_is_a_working_forwarder() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 || !have("/usr/bin/dig") {
+        eprintln!("SKIPPED built-in defaults test: needs root (unshare -n) and dig");
+        return;
+    }
+    let netns_works = Command::new("unshare")
+        .args(["-n", "ip", "link", "set", "lo", "up"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !netns_works {
+        eprintln!("SKIPPED built-in defaults test: `unshare -n` or `ip` is not available here");
+        return;
+    }
+    let dir = workdir();
+    std::fs::write(dir.path().join("resolv.conf"), "nameserver 127.0.0.2\n").expect("write");
+    std::fs::write(
+        dir.path().join("upstream.toml"),
+        "[server]\nlisten = [\"127.0.0.2:53\"]\n[upstream]\nservers = [\"192.0.2.1\"]\n\
+         [admin]\nlisten = \"\"\n[[record]]\nname = \"example.test\"\na = [\"203.0.113.5\"]\n",
+    )
+    .expect("write");
+    // Everything below runs inside the namespace; each wait is bounded.
+    let script = format!(
+        r#"set -u
+cd {dir}
+ip link set lo up
+env -u ACCEL_DNS_CONFIG {bin} --config upstream.toml 2>upstream.log &
+UP=$!
+env -u ACCEL_DNS_CONFIG ACCEL_DNS_RESOLV_CONF={dir}/resolv.conf {bin} 2>defaults.log &
+SERVER=$!
+answer=""
+for attempt in $(seq 1 50); do
+  answer=$(dig +short +time=1 +tries=1 @127.0.0.1 -p 5353 example.test A 2>/dev/null)
+  [ -n "$answer" ] && break
+done
+tcp=$(dig +short +tcp +time=2 +tries=1 @127.0.0.1 -p 5353 example.test A 2>/dev/null)
+ready=$(exec 3<>/dev/tcp/127.0.0.1/9553 && printf 'GET /readyz HTTP/1.0\r\n\r\n' >&3 && head -n1 <&3)
+kill -TERM $SERVER $UP
+wait $SERVER; server_rc=$?
+wait $UP; up_rc=$?
+echo "udp=$answer"
+echo "tcp=$tcp"
+echo "ready=$ready"
+echo "rc=$server_rc/$up_rc"
+"#,
+        dir = dir.path().display(),
+        bin = BIN,
+    );
+    let out = client(
+        "unshare",
+        vec!["-n".into(), "bash".into(), "-c".into(), script],
+    )
+    .await;
+    let stdout = text(&out.stdout);
+    let log = std::fs::read_to_string(dir.path().join("defaults.log")).unwrap_or_default();
+    assert!(stdout.contains("udp=203.0.113.5"), "{stdout}\n{log}");
+    assert!(stdout.contains("tcp=203.0.113.5"), "{stdout}\n{log}");
+    assert!(
+        stdout.contains("ready=HTTP/1.0 200") || stdout.contains("ready=HTTP/1.1 200"),
+        "{stdout}\n{log}"
+    );
+    assert!(stdout.contains("rc=0/0"), "{stdout}\n{log}");
+}
