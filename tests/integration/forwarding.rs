@@ -611,3 +611,37 @@ async fn upstream_queries_in_flight_are_bounded_and_the_excess_gets_servfail() {
         "no more than the bound went upstream"
     );
 }
+
+#[tokio::test]
+async fn upstreams_are_tried_in_order() {
+    let first = FakeUpstream::start().await;
+    let second = FakeUpstream::start().await;
+    let server = TestServer::start(
+        &upstreams_config(&[first.addr, second.addr], "2s"),
+        Some(first.addr),
+    )
+    .await;
+    for i in 0..10 {
+        query_udp(server.dns, &format!("o{i}.example.test."), RecordType::A).await;
+    }
+    assert_eq!((first.count(), second.count()), (10, 0));
+}
+
+#[tokio::test]
+async fn when_every_upstream_refuses_the_client_gets_servfail_not_refused() {
+    let first = answering(ResponseCode::Refused).await;
+    let second = answering(ResponseCode::Refused).await;
+    let server = TestServer::start(
+        &upstreams_config(&[first.addr, second.addr], "2s"),
+        Some(first.addr),
+    )
+    .await;
+    let started = Instant::now();
+    let answer = query_udp(server.dns, "nope.example.test.", RecordType::A).await;
+    assert_eq!(answer.metadata.response_code, ResponseCode::ServFail);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "no waiting on a refusal"
+    );
+    assert_eq!((first.count(), second.count()), (1, 1));
+}
