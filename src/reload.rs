@@ -27,8 +27,10 @@ use crate::snapshot::{Shared, Snapshot};
 
 /// How often the files' contents are compared.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
-/// Events closer than this are one reload.
+/// A reload waits until the watched files have been quiet this long.
 pub const DEBOUNCE: Duration = Duration::from_millis(100);
+/// ... but never longer than this after the first change.
+pub const SETTLE_LIMIT: Duration = Duration::from_millis(500);
 
 /// Why a reload was asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +51,8 @@ pub struct Reloader {
     log: LogHandle,
     watched: Vec<PathBuf>,
     fingerprint: u64,
+    /// Fingerprint of a new file set, taken right after it was loaded.
+    loaded_fingerprint: u64,
     /// What only a restart changes, as the process started with it.
     fixed: FixedAtStart,
 }
@@ -96,6 +100,7 @@ impl Reloader {
             log,
             watched,
             fingerprint,
+            loaded_fingerprint: fingerprint,
             fixed,
         }
     }
@@ -125,13 +130,15 @@ impl Reloader {
                     None => return,
                 },
             };
-            // Editors and kubelet write in bursts: let the burst end.
+            // Editors and kubelet write in bursts: wait until the files have
+            // been quiet for DEBOUNCE, but no longer than SETTLE_LIMIT, so
+            // that a file rewritten without pause is still picked up in time.
             let mut forced = trigger == Trigger::Forced;
-            let settle = tokio::time::sleep(DEBOUNCE);
-            tokio::pin!(settle);
+            let limit = tokio::time::Instant::now() + SETTLE_LIMIT;
             loop {
+                let quiet = (tokio::time::Instant::now() + DEBOUNCE).min(limit);
                 tokio::select! {
-                    () = &mut settle => break,
+                    () = tokio::time::sleep_until(quiet) => break,
                     more = triggers.recv() => match more {
                         Some(Trigger::Forced) => forced = true,
                         Some(Trigger::FileEvent) => {}
@@ -139,15 +146,24 @@ impl Reloader {
                     },
                 }
             }
-            let now = fingerprint(&self.watched);
-            if !forced && now == self.fingerprint {
+            // Taken before the files are read: a write that lands while they
+            // are read or compiled then differs from it and is loaded at the
+            // next check. (A fingerprint taken after the reload took such a
+            // write as loaded, and it was never seen.)
+            let before = fingerprint(&self.watched);
+            if !forced && before == self.fingerprint {
                 continue;
             }
-            self.fingerprint = now;
+            let files = self.watched.clone();
+            self.fingerprint = before;
             self.reload();
+            if self.watched != files {
+                // Hosts files added or removed: describe the new set. A write
+                // between the load and here goes unseen until the next one;
+                // the window is the time of one read, not of a whole build.
+                self.fingerprint = self.loaded_fingerprint;
+            }
             rewatch(&mut watcher, &self.watched, &mut watched_dirs);
-            // The new file set may differ (hosts files added): compare against it.
-            self.fingerprint = fingerprint(&self.watched);
         }
     }
 
@@ -167,10 +183,14 @@ impl Reloader {
                 return false;
             }
         };
+        let watched = config.watched_files();
+        if watched != self.watched {
+            self.loaded_fingerprint = fingerprint(&watched);
+        }
+        self.watched = watched;
         let old = self.resolver.snapshot();
         warn_restart_needed(&self.fixed, &FixedAtStart::of(&config));
         self.log.apply(&config.log);
-        self.watched = config.watched_files();
         let summary = config.summary();
         let next = Arc::new(Snapshot::build(config, Some(&old.cache), &self.shared));
         start_snapshot_tasks(&next, &self.loops, &self.shared.health);

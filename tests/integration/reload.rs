@@ -341,6 +341,80 @@ async fn a_resolv_conf_change_reloads_system_upstreams() {
     }
 }
 
+/// Edits in quick succession, faster than the debounce and while reloads
+/// run: whatever the timing, the last one is what ends up in force (a write
+/// landing while a reload compiles must not be taken as already seen).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_edits_ends_on_the_last_one() {
+    let upstream = FakeUpstream::start().await;
+    let server = TestServer::start(&docker(&["203.0.113.100"]), Some(upstream.addr)).await;
+    let mut last = String::new();
+    for n in 1..=40u32 {
+        last = format!("203.0.113.{}", 100 + n);
+        // 200 more records, so that compiling takes a moment, as it does
+        // with a real fleet's file.
+        let mut body = docker(&[&last]);
+        for i in 0..200 {
+            body.push_str(&format!(
+                "[[record]]\nname = \"pad{i}.test\"\na = [\"203.0.113.1\"]\n"
+            ));
+        }
+        if n % 2 == 0 {
+            rewrite(&server, &body, upstream.addr);
+        } else {
+            rename_replace(&server.config_path, &complete(&body, upstream.addr));
+        }
+        tokio::time::sleep(Duration::from_millis(7 * u64::from(n % 5))).await;
+    }
+    live(
+        &server,
+        "docker.io.",
+        &[&last],
+        "last of a burst of 40 edits",
+    )
+    .await;
+}
+
+/// Regression: the reloader fingerprinted the files again *after* loading
+/// and compiling them, so a write landing in between was taken as already
+/// loaded and never reloaded. Here each write follows the moment a reload
+/// swaps its snapshot in, which is inside that window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_during_a_reload_is_not_lost() {
+    let upstream = FakeUpstream::start().await;
+    let server = TestServer::start(&docker(&["203.0.113.100"]), Some(upstream.addr)).await;
+    let resolver = server.server.as_ref().expect("running").resolver.clone();
+    for round in 1..=10u32 {
+        let during = format!("203.0.113.{}", 100 + 2 * round - 1);
+        let after = format!("203.0.113.{}", 100 + 2 * round);
+        let before = resolver.snapshot();
+        let path = server.config_path.clone();
+        let next = complete(&docker(&[&after]), upstream.addr);
+        let resolver = resolver.clone();
+        // Spin on a thread of its own: the write must follow the swap at once.
+        let writer = std::thread::spawn(move || {
+            let started = Instant::now();
+            while Arc::ptr_eq(&resolver.snapshot(), &before) {
+                assert!(started.elapsed() < DEADLINE, "no reload");
+                std::hint::spin_loop();
+            }
+            std::fs::write(&path, next).expect("write");
+        });
+        rewrite(&server, &docker(&[&during]), upstream.addr);
+        tokio::task::spawn_blocking(move || writer.join())
+            .await
+            .expect("join")
+            .expect("writer");
+        live(
+            &server,
+            "docker.io.",
+            &[&after],
+            &format!("write during a reload, round {round}"),
+        )
+        .await;
+    }
+}
+
 /// SIGHUP (the `Forced` trigger) reloads at once, even when no file changed.
 #[tokio::test]
 async fn a_forced_reload_is_immediate_and_unconditional() {
