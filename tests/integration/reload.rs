@@ -432,6 +432,70 @@ async fn a_forced_reload_is_immediate_and_unconditional() {
     assert_eq!(answer_a(server.dns, "docker.io.").await, ["203.0.113.10"]);
 }
 
+/// The real binary: SIGHUP reloads at once (even an unchanged file, which
+/// no watcher would reload) and does not end the process.
+#[tokio::test]
+async fn sighup_reloads_the_running_binary() {
+    let upstream = FakeUpstream::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dns_port = free_port("127.0.0.32");
+    let admin: SocketAddr = format!("127.0.0.32:{}", free_port("127.0.0.32"))
+        .parse()
+        .expect("addr");
+    let config = dir.path().join("accel-dns.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = [\"127.0.0.32:{dns_port}\"]\n[admin]\nlisten = \"{admin}\"\n\
+             [upstream]\nservers = [\"{}\"]\n{}",
+            upstream.addr,
+            docker(&["203.0.113.10"])
+        ),
+    )
+    .expect("write config");
+    let resolv = dir.path().join("resolv.conf");
+    std::fs::write(&resolv, "nameserver 127.0.0.1\n").expect("resolv.conf");
+    struct Child(std::process::Child);
+    impl Drop for Child {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Child(
+        std::process::Command::new(env!("CARGO_BIN_EXE_accel-dns"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env("ACCEL_DNS_RESOLV_CONF", &resolv)
+            .env_remove("RUST_LOG")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn accel-dns"),
+    );
+    wait_until("/readyz", || async {
+        tokio::net::TcpStream::connect(admin).await.is_ok()
+            && http_get(admin, "/readyz").await.0 == 200
+    })
+    .await;
+    let ok = |body: &str| metric_value(body, &reloads("ok"));
+    assert_eq!(ok(&http_get(admin, "/metrics").await.1), Some(0.0));
+    let pid = libc::pid_t::try_from(child.0.id()).expect("pid");
+    // SAFETY: kill(2) on the PID of a child this test spawned and has not reaped.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
+    let elapsed = wait_within(Duration::from_secs(1), "SIGHUP reloads", || async {
+        ok(&http_get(admin, "/metrics").await.1) == Some(1.0)
+    })
+    .await;
+    eprintln!("reload latency, SIGHUP (unchanged file): {elapsed:?}");
+    assert!(
+        child.0.try_wait().expect("try_wait").is_none(),
+        "still running"
+    );
+    let dns: SocketAddr = format!("127.0.0.32:{dns_port}").parse().expect("addr");
+    assert_eq!(answer_a(dns, "docker.io.").await, ["203.0.113.10"]);
+}
+
 /// A file that fails validation leaves the running configuration in force,
 /// logs where the problem is, and flips the reload metrics; the next good
 /// file is taken and restores them.
