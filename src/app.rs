@@ -163,8 +163,8 @@ impl Server {
     /// Fails `/readyz` and keeps answering for [`Server::lame_duck`], then
     /// stops accepting, lets in-flight queries finish (at most
     /// [`DRAIN_TIMEOUT`]), and returns. With a new instance already bound
-    /// beside it (SO_REUSEPORT), no query is lost: see `server::serve` for
-    /// how the UDP queues are emptied before the sockets close.
+    /// beside it (SO_REUSEPORT), no query is lost: the UDP loops of
+    /// [`crate::server`] empty their sockets' queues before closing them.
     pub async fn stop(self) {
         self.draining.store(true, Ordering::Release);
         if !self.lame_duck.is_zero() {
