@@ -417,11 +417,17 @@ impl Connection {
                 }
                 Handled::Drop => break,
                 Handled::Pending(pending) => {
+                    // Take the answer's slot before starting the work: at most
+                    // TCP_PIPELINE_DEPTH queries are in flight or queued per
+                    // connection, so a client that sends without reading is held
+                    // back by TCP itself instead of piling up tasks (SPEC §7).
+                    let Ok(slot) = answers.clone().reserve_owned().await else {
+                        break;
+                    };
                     let resolver = self.resolver.clone();
-                    let answers = answers.clone();
                     self.tasks.spawn(async move {
                         let answer = resolver.finish(pending).await;
-                        let _ = answers.send(answer).await;
+                        slot.send(answer);
                     });
                 }
             }

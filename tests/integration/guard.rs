@@ -608,3 +608,68 @@ async fn thousands_of_mangled_queries_neither_crash_nor_stall_the_server() {
     let answer = query_tcp(server.dns, "alias.test.", RecordType::A).await;
     assert_eq!(a_records(&answer).len(), 40);
 }
+
+#[tokio::test]
+async fn a_tcp_client_that_sends_without_reading_is_held_back_not_buffered() {
+    let upstream = FakeUpstream::start().await;
+    // Every answer is about 2 KB, so that the kernel's socket buffers (a few
+    // MB at most) fill after a few thousand answers.
+    upstream.set_handler(|query, _| {
+        let mut response = response_to(query);
+        let strings: Vec<String> = (0..15)
+            .map(|i| format!("{i:02}{}", "y".repeat(130)))
+            .collect();
+        response.add_answer(hickory_proto::rr::Record::from_rdata(
+            query.queries[0].name().clone(),
+            300,
+            hickory_proto::rr::RData::TXT(hickory_proto::rr::rdata::TXT::new(strings)),
+        ));
+        Reply::Answer(response)
+    });
+    let server = TestServer::start("", Some(upstream.addr)).await;
+    let stream = TcpStream::connect(server.dns).await.expect("connect");
+    let (mut reader, mut writer) = stream.into_split();
+    let total = 40_000;
+    let mut burst = Vec::new();
+    for i in 0..total {
+        let query = query_message(&format!("p{i}.example.test."), RecordType::TXT, None);
+        burst.extend(framed(&query.to_vec().expect("encode")));
+    }
+    // The client writes everything and reads nothing (yet).
+    let sending = tokio::spawn(async move {
+        let _ = writer.write_all(&burst).await;
+        writer
+    });
+    // However long that goes on, the server takes on no more than the
+    // connection can carry back: the rest waits in TCP, not in memory.
+    // Watch until the upstream count stops moving (or every query went up).
+    let mut last = (0, Instant::now());
+    wait_until("the server stops taking on queries", || {
+        let count = upstream.count();
+        if count != last.0 {
+            last = (count, Instant::now());
+        }
+        let settled = count > 0 && last.1.elapsed() > Duration::from_millis(500);
+        async move { settled || count == total }
+    })
+    .await;
+    let taken = upstream.count();
+    eprintln!("taken on without reading: {taken}");
+    assert!(
+        taken < total / 4,
+        "{taken} of {total} queries taken on without being read"
+    );
+
+    // Once the client reads, every query is answered.
+    let mut answered = 0;
+    while answered < total {
+        let len = tokio::time::timeout(DEADLINE, reader.read_u16())
+            .await
+            .expect("answers keep coming")
+            .expect("read");
+        let mut buf = vec![0u8; len as usize];
+        reader.read_exact(&mut buf).await.expect("read");
+        answered += 1;
+    }
+    drop(sending);
+}
