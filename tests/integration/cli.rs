@@ -225,6 +225,18 @@ fn check_rejects_every_invalid_fixture_with_file_line_and_column() {
     let expected = [
         ("bad-address.toml", "bad-address.toml:3:", "invalid IPv4"),
         (
+            "bad-cname-target.toml",
+            "bad-cname-target.toml:3:",
+            "invalid character",
+        ),
+        (
+            "bad-hosts-line.toml",
+            "bad-hosts-line.hosts:3:",
+            "198.18.0.300",
+        ),
+        ("bad-name.toml", "bad-name.toml:2:", "empty label"),
+        ("empty-upstreams.toml", "empty-upstreams.toml:2:", "empty"),
+        (
             "bad-duration.toml",
             "bad-duration.toml:3:",
             "invalid duration",
