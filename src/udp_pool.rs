@@ -57,7 +57,7 @@ impl Drop for PooledSocket {
 /// The sockets towards one upstream, opened on first use.
 pub struct UdpPool {
     upstream: SocketAddr,
-    sockets: OnceLock<Result<Vec<PooledSocket>, io::ErrorKind>>,
+    sockets: OnceLock<Vec<PooledSocket>>,
 }
 
 impl std::fmt::Debug for UdpPool {
@@ -78,16 +78,17 @@ impl UdpPool {
     }
 
     fn sockets(&self) -> Result<&[PooledSocket], io::Error> {
-        let opened = self.sockets.get_or_init(|| {
-            (0..POOL_SIZE)
-                .map(|_| open(self.upstream))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| e.kind())
-        });
-        match opened {
-            Ok(sockets) => Ok(sockets),
-            Err(kind) => Err(io::Error::from(*kind)),
+        if let Some(sockets) = self.sockets.get() {
+            return Ok(sockets);
         }
+        // A failure is not kept: a node resolver may start before the route
+        // to its upstream exists, and the next query must try again rather
+        // than fail until a reload.
+        let opened = (0..POOL_SIZE)
+            .map(|_| open(self.upstream))
+            .collect::<Result<Vec<_>, _>>()?;
+        // Two first queries may race here; the loser's sockets are dropped.
+        Ok(self.sockets.get_or_init(|| opened))
     }
 
     /// Sends a query for `question` (`QNAME QTYPE QCLASS`, wire form) and

@@ -753,3 +753,84 @@ echo "rc=$server_rc/$up_rc"
     );
     assert!(stdout.contains("rc=0/0"), "{stdout}\n{log}");
 }
+
+/// A node resolver may start before the node's network is up. An upstream
+/// that cannot be reached at start (no route yet) must be used once it can:
+/// an early failure must not stick until a reload. Runs in a private
+/// network namespace where the upstream's address is added after start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_unreachable_at_start_is_used_once_the_network_is_up() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 || !have("/usr/bin/dig") {
+        eprintln!("SKIPPED late-network test: needs root (unshare -n) and dig");
+        return;
+    }
+    let netns_works = Command::new("unshare")
+        .args(["-n", "ip", "link", "set", "lo", "up"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !netns_works {
+        eprintln!("SKIPPED late-network test: `unshare -n` or `ip` is not available here");
+        return;
+    }
+    let dir = workdir();
+    // The upstream: another accel-dns on every address, port 53.
+    std::fs::write(
+        dir.path().join("upstream.toml"),
+        "[server]\nlisten = [\"0.0.0.0:53\"]\nallow = [\"0.0.0.0/0\"]\n\
+         [upstream]\nservers = [\"198.51.100.99\"]\n[admin]\nlisten = \"\"\n\
+         [[record]]\nname = \"example.test\"\na = [\"203.0.113.5\"]\n",
+    )
+    .expect("write");
+    // The server under test forwards to 192.0.2.1, which has no route yet.
+    std::fs::write(
+        dir.path().join("server.toml"),
+        "[server]\nlisten = [\"127.0.0.1:5353\"]\n[upstream]\nservers = [\"192.0.2.1\"]\n\
+         timeout = \"1s\"\n[admin]\nlisten = \"127.0.0.1:9553\"\n",
+    )
+    .expect("write");
+    let script = format!(
+        r#"set -u
+cd {dir}
+ip link set lo up
+{bin} --config upstream.toml 2>upstream.log &
+UP=$!
+{bin} --config server.toml 2>server.log &
+SERVER=$!
+ask() {{ dig +short +time=2 +tries=1 @127.0.0.1 -p 5353 example.test A 2>/dev/null; }}
+# Up and answering (SERVFAIL, which +short prints as nothing) while the route is missing.
+for attempt in $(seq 1 50); do
+  status=$(dig +time=1 +tries=1 @127.0.0.1 -p 5353 example.test A 2>/dev/null | grep -o 'status: [A-Z]*')
+  [ -n "$status" ] && break
+done
+echo "before=$status"
+# The network comes up.
+ip addr add 192.0.2.1/32 dev lo
+answer=""
+for attempt in $(seq 1 5); do
+  answer=$(ask)
+  [ -n "$answer" ] && break
+done
+echo "after=$answer"
+kill -TERM $SERVER $UP
+wait $SERVER
+wait $UP
+"#,
+        dir = dir.path().display(),
+        bin = BIN,
+    );
+    let out = client(
+        "unshare",
+        vec!["-n".into(), "bash".into(), "-c".into(), script],
+    )
+    .await;
+    let stdout = text(&out.stdout);
+    let log = std::fs::read_to_string(dir.path().join("server.log")).unwrap_or_default();
+    assert!(
+        stdout.contains("before=status: SERVFAIL"),
+        "{stdout}\n{log}"
+    );
+    assert!(stdout.contains("after=203.0.113.5"), "{stdout}\n{log}");
+}
