@@ -27,6 +27,7 @@ pub mod reload;
 pub mod resolve;
 pub mod server;
 pub mod snapshot;
+pub mod udp_batch;
 pub mod udp_pool;
 pub mod upstream;
 pub mod wire;

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use socket2::{Domain, Protocol as SockProtocol, SockRef, Socket, Type};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -23,7 +23,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::metrics::Protocol;
-use crate::resolve::{Handled, Resolver};
+use crate::resolve::{Handled, Pending, Resolver};
+use crate::udp_batch::{BATCH, RecvBatch, send_batch};
 
 /// Largest UDP query read.
 const UDP_QUERY_BUFFER: usize = 4096;
@@ -172,20 +173,53 @@ async fn udp_loop(
     drain: Duration,
 ) {
     let mut buffer = vec![0u8; UDP_QUERY_BUFFER];
+    let mut batch = RecvBatch::new();
+    let mut replies: Vec<(Vec<u8>, SocketAddr)> = Vec::with_capacity(BATCH);
     loop {
-        let (len, client) = tokio::select! {
+        tokio::select! {
             biased;
             () = shutdown.cancelled() => break,
-            received = socket.recv_from(&mut buffer) => match received {
-                Ok(received) => received,
+            ready = socket.readable() => {
+                if let Err(error) = ready {
+                    tracing::debug!(%error, "UDP readiness error");
+                    continue;
+                }
+            }
+        }
+        // Everything queued, a batch per system call; answers that need no
+        // upstream go back in one `sendmmsg` per batch.
+        loop {
+            let received = socket.try_io(Interest::READABLE, || batch.recv(socket.as_ref()));
+            let count = match received {
+                Ok(count) => count,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
                 Err(error) => {
                     // ICMP errors from earlier sends surface here on some kernels; never fatal.
                     tracing::debug!(%error, "UDP receive error");
-                    continue;
+                    break;
                 }
-            },
-        };
-        udp_answer(&socket, &buffer[..len], client, &resolver, &tasks).await;
+            };
+            for index in 0..count {
+                let Some((packet, client)) = batch.get(index) else {
+                    continue;
+                };
+                match resolver.handle(packet, client, Protocol::Udp) {
+                    Handled::Reply(answer) => replies.push((answer, client)),
+                    Handled::Drop => {}
+                    Handled::Pending(pending) => {
+                        spawn_pending(&socket, pending, client, &resolver, &tasks)
+                    }
+                }
+            }
+            send_replies(&socket, &mut replies).await;
+            if count < BATCH {
+                break;
+            }
+            // A full batch: more may be queued. Let the tasks just spawned (and
+            // the upstream readers) run first, so a burst is forwarded in step
+            // with how it is read rather than piling up behind this loop.
+            tokio::task::yield_now().await;
+        }
     }
 
     // Draining. With SO_REUSEPORT the kernel spreads queries over every
@@ -251,15 +285,44 @@ async fn udp_answer(
     match resolver.handle(packet, client, Protocol::Udp) {
         Handled::Reply(answer) => send_udp(socket, &answer, client).await,
         Handled::Drop => {}
-        Handled::Pending(pending) => {
-            let socket = socket.clone();
-            let resolver = resolver.clone();
-            tasks.spawn(async move {
-                let answer = resolver.finish(pending).await;
-                send_udp(&socket, &answer, client).await;
-            });
-        }
+        Handled::Pending(pending) => spawn_pending(socket, pending, client, resolver, tasks),
     }
+}
+
+/// Answers a query that needs upstream from a task of its own.
+fn spawn_pending(
+    socket: &Arc<UdpSocket>,
+    pending: Box<Pending>,
+    client: SocketAddr,
+    resolver: &Arc<Resolver>,
+    tasks: &TaskTracker,
+) {
+    let socket = socket.clone();
+    let resolver = resolver.clone();
+    tasks.spawn(async move {
+        let answer = resolver.finish(pending).await;
+        send_udp(&socket, &answer, client).await;
+    });
+}
+
+/// Sends the answers of one batch: `sendmmsg` while the socket takes them,
+/// then one by one, waiting, for any the socket buffer had no room for.
+async fn send_replies(socket: &Arc<UdpSocket>, replies: &mut Vec<(Vec<u8>, SocketAddr)>) {
+    if replies.is_empty() {
+        return;
+    }
+    let sent = socket
+        .try_io(Interest::WRITABLE, || {
+            match send_batch(socket.as_ref(), replies) {
+                Ok(0) => Err(io::ErrorKind::WouldBlock.into()),
+                other => other,
+            }
+        })
+        .unwrap_or(0);
+    for (answer, client) in replies.iter().skip(sent) {
+        send_udp(socket, answer, *client).await;
+    }
+    replies.clear();
 }
 
 async fn send_udp(socket: &UdpSocket, answer: &[u8], client: SocketAddr) {
