@@ -1,0 +1,118 @@
+//! Micro-benchmarks of the hot functions, so that a regression shows
+//! without the whole harness: record lookup, cache lookup, rendering a held
+//! answer, and the whole synchronous answer path for a record and a hit.
+//!
+//! `cargo bench --bench hot_path`
+
+use std::hint::black_box;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+
+use accel_dns::config::{LoadEnv, parse};
+use accel_dns::health::HealthRegistry;
+use accel_dns::loop_guard::LoopGuard;
+use accel_dns::metrics::{Metrics, Protocol};
+use accel_dns::records::RecordTable;
+use accel_dns::resolve::{Handled, Resolver};
+use accel_dns::snapshot::{Shared, Snapshot};
+use accel_dns::wire::{self, Inbound, TtlRule, WireAnswer};
+use criterion::{Criterion, criterion_group, criterion_main};
+use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::{DNSClass, Name, RecordType};
+use tokio::sync::Semaphore;
+
+const CONFIG: &str = r#"
+[upstream]
+servers = ["127.0.0.1:9"]
+[[record]]
+name = "docker.io"
+a = ["203.0.113.10"]
+[[record]]
+name = "*.docker.io"
+a = ["203.0.113.11"]
+[[record]]
+name = "production.cloudflare.docker.com"
+cname = "edge.ga.test"
+"#;
+
+fn query(name: &str, rtype: RecordType) -> Vec<u8> {
+    let mut message = Message::new(0x1234, MessageType::Query, OpCode::Query);
+    message.metadata.recursion_desired = true;
+    message.add_query(Query::query(Name::from_ascii(name).expect("name"), rtype));
+    message.to_vec().expect("encode")
+}
+
+fn snapshot() -> (tempfile::TempDir, Arc<Snapshot>, Metrics) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let resolv_conf = dir.path().join("resolv.conf");
+    std::fs::write(&resolv_conf, "nameserver 127.0.0.1\n").expect("write");
+    let config = parse(CONFIG, None, &LoadEnv { resolv_conf }).expect("config");
+    let shared = Shared {
+        health: HealthRegistry::default(),
+        upstream_permits: Arc::new(Semaphore::new(16)),
+        metrics: Metrics::new(),
+    };
+    let metrics = shared.metrics.clone();
+    (dir, Arc::new(Snapshot::build(config, None, &shared)), metrics)
+}
+
+fn bench(c: &mut Criterion) {
+    let (_dir, snapshot, metrics) = snapshot();
+    let client: SocketAddr = (Ipv4Addr::LOCALHOST, 40000).into();
+
+    let table: &RecordTable = &snapshot.records;
+    let wildcard = Name::from_ascii("registry-1.docker.io.").expect("name");
+    let miss = Name::from_ascii("example.com.").expect("name");
+    c.bench_function("records/lookup wildcard", |b| {
+        b.iter(|| black_box(table.lookup(black_box(&wildcard), client.ip()).is_some()))
+    });
+    c.bench_function("records/lookup miss", |b| {
+        b.iter(|| black_box(table.lookup(black_box(&miss), client.ip()).is_none()))
+    });
+
+    // A cached answer for example.com A.
+    let packet = query("Example.COM.", RecordType::A);
+    let Inbound::Query(parsed) = wire::parse_query(&packet) else {
+        panic!("query")
+    };
+    let mut upstream = parsed.response(ResponseCode::NoError);
+    upstream.edns = None;
+    upstream.add_answer(wire::address_record_a(&miss, 300, Ipv4Addr::new(198, 51, 100, 7)));
+    let held = WireAnswer::from_message(&upstream).expect("wire");
+    let key = snapshot.cache.key(&miss, RecordType::A, DNSClass::IN, false);
+    snapshot.cache.store(key, false, held.clone());
+    let question = wire::packet_question(&packet).expect("question");
+    c.bench_function("cache/key+get hit", |b| {
+        b.iter(|| {
+            let key = snapshot.cache.key(black_box(parsed.name()), RecordType::A, DNSClass::IN, false);
+            black_box(snapshot.cache.get(&key, question, false))
+        })
+    });
+    let mut out = Vec::with_capacity(512);
+    let rule = TtlRule::Aged { age: 10, min: 0, max: u32::MAX };
+    c.bench_function("wire/render held answer", |b| {
+        b.iter(|| {
+            held.render(&parsed, Some(question), rule, Some(512), &mut out);
+            black_box(out.len())
+        })
+    });
+    c.bench_function("wire/parse query", |b| b.iter(|| black_box(wire::parse_query(black_box(&packet)))));
+
+    let resolver = Resolver::new(snapshot.clone(), metrics, Arc::new(LoopGuard::default()));
+    let record_query = query("docker.io.", RecordType::A);
+    c.bench_function("resolve/handle record", |b| {
+        b.iter(|| match resolver.handle(black_box(&record_query), client, Protocol::Udp) {
+            Handled::Reply(bytes) => black_box(bytes.len()),
+            _ => panic!("not answered from the record"),
+        })
+    });
+    c.bench_function("resolve/handle cache hit", |b| {
+        b.iter(|| match resolver.handle(black_box(&packet), client, Protocol::Udp) {
+            Handled::Reply(bytes) => black_box(bytes.len()),
+            _ => panic!("not answered from the cache"),
+        })
+    });
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
