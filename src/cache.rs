@@ -233,21 +233,23 @@ impl AnswerCache {
         }
     }
 
-    /// Stores an upstream answer under the rules of SPEC §4.6; returns the
-    /// entry that was stored, if any.
+    /// Stores an upstream answer under the rules of SPEC §4.6. Returns the
+    /// stored entry, or the answer back when it is not to be cached.
     pub fn store(
         &self,
         key: CacheKey,
         dnssec_ok: bool,
         answer: WireAnswer,
-    ) -> Option<Arc<CacheEntry>> {
-        let cache = self.inner.as_ref()?;
-        let policy = self.policy(&answer.facts())?;
-        if answer.rcode() == ResponseCode::ServFail {
-            // A remembered failure must never push out an answer kept for serve-stale.
-            if cache.contains_key(&key) {
-                return None;
-            }
+    ) -> Result<Arc<CacheEntry>, WireAnswer> {
+        let Some(cache) = self.inner.as_ref() else {
+            return Err(answer);
+        };
+        let Some(policy) = self.policy(&answer.facts()) else {
+            return Err(answer);
+        };
+        // A remembered failure must never push out an answer kept for serve-stale.
+        if answer.rcode() == ResponseCode::ServFail && cache.contains_key(&key) {
+            return Err(answer);
         }
         let entry = Arc::new(CacheEntry::new(
             answer,
@@ -258,7 +260,7 @@ impl AnswerCache {
             self.config.serve_stale,
         ));
         cache.insert(key, entry.clone());
-        Some(entry)
+        Ok(entry)
     }
 
     /// Entries held (approximate until moka's housekeeping has run).
@@ -353,10 +355,13 @@ mod tests {
         let cache = AnswerCache::new(config(10));
         let without = message(ResponseCode::NXDomain, false);
         let wire = WireAnswer::from_message(&without).expect("wire");
-        assert!(cache.store(key(&cache, 1), false, wire).is_none());
+        assert!(cache.store(key(&cache, 1), false, wire).is_err());
         let with = message(ResponseCode::NXDomain, true);
         let wire = WireAnswer::from_message(&with).expect("wire");
-        let entry = cache.store(key(&cache, 1), false, wire).expect("stored");
+        let entry = cache
+            .store(key(&cache, 1), false, wire)
+            .ok()
+            .expect("stored");
         assert_eq!(entry.fresh_for, Duration::from_secs(60));
         assert!(matches!(
             cache.get(&key(&cache, 1), QUESTION, false),
@@ -370,7 +375,7 @@ mod tests {
         let m = message(ResponseCode::NXDomain, true);
         for n in 0..50 {
             let wire = WireAnswer::from_message(&m).expect("wire");
-            cache.store(key(&cache, n), false, wire);
+            let _ = cache.store(key(&cache, n), false, wire);
         }
         assert!(cache.entry_count() <= 5, "{}", cache.entry_count());
     }
@@ -380,7 +385,7 @@ mod tests {
         let cache = AnswerCache::new(config(0));
         let m = message(ResponseCode::NXDomain, true);
         let wire = WireAnswer::from_message(&m).expect("wire");
-        assert!(cache.store(key(&cache, 1), false, wire).is_none());
+        assert!(cache.store(key(&cache, 1), false, wire).is_err());
         assert!(matches!(
             cache.get(&key(&cache, 1), QUESTION, false),
             Lookup::Miss

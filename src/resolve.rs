@@ -17,7 +17,7 @@ use futures_util::future::{BoxFuture, FutureExt, Shared};
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{DNSClass, Name, RecordType};
 
-use crate::cache::{CacheKey, Lookup, STALE_TTL};
+use crate::cache::{CacheEntry, CacheKey, Lookup, STALE_TTL};
 use crate::loop_guard::LoopGuard;
 use crate::metrics::{Metrics, Outcome, Protocol};
 use crate::records::{Answer, CompiledRecord};
@@ -54,10 +54,33 @@ enum Work {
     Chase(Arc<CompiledRecord>),
 }
 
-/// An upstream answer as fetched once for every identical query waiting.
+/// An upstream answer as fetched once for every identical query waiting:
+/// as stored in the cache (its TTLs then follow the cache's bounds from the
+/// first answer on), or as received when it is not to be cached.
 #[derive(Debug)]
-struct Fetched {
-    wire: WireAnswer,
+enum Fetched {
+    Cached(Arc<CacheEntry>),
+    Uncached(WireAnswer),
+}
+
+impl Fetched {
+    fn wire(&self) -> &WireAnswer {
+        match self {
+            Fetched::Cached(entry) => &entry.answer,
+            Fetched::Uncached(wire) => wire,
+        }
+    }
+
+    fn ttl_rule(&self) -> TtlRule {
+        match self {
+            Fetched::Cached(entry) => entry.ttl_rule(),
+            Fetched::Uncached(_) => TtlRule::Aged {
+                age: 0,
+                min: 0,
+                max: u32::MAX,
+            },
+        }
+    }
 }
 
 type FetchResult = Result<Arc<Fetched>, UpstreamError>;
@@ -271,7 +294,7 @@ impl Resolver {
                     )
                     .await;
                 let failed = match &fetched {
-                    Ok(f) => f.wire.rcode() == ResponseCode::ServFail,
+                    Ok(f) => f.wire().rcode() == ResponseCode::ServFail,
                     Err(_) => true,
                 };
                 if failed
@@ -301,15 +324,10 @@ impl Resolver {
                 match fetched {
                     Ok(fetched) => {
                         let mut out = Vec::new();
-                        let faithful = TtlRule::Aged {
-                            age: 0,
-                            min: 0,
-                            max: u32::MAX,
-                        };
-                        fetched.wire.render(
+                        fetched.wire().render(
                             &query,
                             question.as_deref(),
-                            faithful,
+                            fetched.ttl_rule(),
                             udp_limit,
                             &mut out,
                         );
@@ -319,7 +337,7 @@ impl Resolver {
                             client,
                             protocol,
                             Outcome::Upstream,
-                            fetched.wire.rcode(),
+                            fetched.wire().rcode(),
                             started,
                         );
                         out
@@ -429,8 +447,8 @@ impl Resolver {
                     )
                     .await;
                 match fetched {
-                    Ok(fetched) if fetched.wire.rcode() != ResponseCode::ServFail => {
-                        fetched.wire.to_message(TtlRule::Aged {
+                    Ok(fetched) if fetched.wire().rcode() != ResponseCode::ServFail => {
+                        fetched.wire().to_message(TtlRule::Aged {
                             age: 0,
                             min: 0,
                             max: u32::MAX,
@@ -480,8 +498,10 @@ impl Resolver {
             let answer = pool
                 .resolve(&owned_name, query_type, class, dnssec_ok)
                 .await?;
-            cache.store(key, dnssec_ok, answer.clone());
-            Ok(Arc::new(Fetched { wire: answer }))
+            Ok(Arc::new(match cache.store(key, dnssec_ok, answer) {
+                Ok(entry) => Fetched::Cached(entry),
+                Err(answer) => Fetched::Uncached(answer),
+            }))
         });
         let joined = {
             let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());

@@ -25,6 +25,7 @@ use tokio_util::task::TaskTracker;
 use crate::metrics::Protocol;
 use crate::resolve::{Handled, Pending, Resolver};
 use crate::udp_batch::{BATCH, RecvBatch, send_batch};
+use crate::wire;
 
 /// Largest UDP query read.
 const UDP_QUERY_BUFFER: usize = 4096;
@@ -427,7 +428,12 @@ impl Connection {
         let (mut reader, mut writer) = stream.into_split();
         let (answers, mut outbox) = mpsc::channel::<Vec<u8>>(TCP_PIPELINE_DEPTH);
         let write_loop = async move {
-            while let Some(answer) = outbox.recv().await {
+            while let Some(mut answer) = outbox.recv().await {
+                if answer.len() > usize::from(u16::MAX) {
+                    // Larger than a TCP frame can carry: the header and question
+                    // with TC set, rather than silence.
+                    answer = wire::header_and_question(&answer).unwrap_or_default();
+                }
                 let Ok(len) = u16::try_from(answer.len()) else {
                     continue;
                 };

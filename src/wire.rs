@@ -602,6 +602,17 @@ pub fn is_answer_to(answer: &[u8], id: u16, question: &[u8]) -> bool {
         && answer[12..12 + question.len()].eq_ignore_ascii_case(question)
 }
 
+/// The header and question of an encoded answer with TC set and no
+/// records: what is sent when the answer cannot be sent whole.
+pub fn header_and_question(answer: &[u8]) -> Option<Vec<u8>> {
+    let end = skip_name(answer, 12)? + 4;
+    let mut out = answer.get(..end)?.to_vec();
+    out[2] |= 0x02;
+    out[4..6].copy_from_slice(&[0, 1]);
+    out[6..12].fill(0);
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
