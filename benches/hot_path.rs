@@ -53,7 +53,11 @@ fn snapshot() -> (tempfile::TempDir, Arc<Snapshot>, Metrics) {
         metrics: Metrics::new(),
     };
     let metrics = shared.metrics.clone();
-    (dir, Arc::new(Snapshot::build(config, None, &shared)), metrics)
+    (
+        dir,
+        Arc::new(Snapshot::build(config, None, &shared)),
+        metrics,
+    )
 }
 
 fn bench(c: &mut Criterion) {
@@ -77,40 +81,62 @@ fn bench(c: &mut Criterion) {
     };
     let mut upstream = parsed.response(ResponseCode::NoError);
     upstream.edns = None;
-    upstream.add_answer(wire::address_record_a(&miss, 300, Ipv4Addr::new(198, 51, 100, 7)));
+    upstream.add_answer(wire::address_record_a(
+        &miss,
+        300,
+        Ipv4Addr::new(198, 51, 100, 7),
+    ));
     let held = WireAnswer::from_message(&upstream).expect("wire");
-    let key = snapshot.cache.key(&miss, RecordType::A, DNSClass::IN, false);
-    snapshot.cache.store(key, false, held.clone());
+    let key = snapshot
+        .cache
+        .key(&miss, RecordType::A, DNSClass::IN, false);
+    snapshot
+        .cache
+        .store(key, false, held.clone())
+        .expect("cacheable");
     let question = wire::packet_question(&packet).expect("question");
     c.bench_function("cache/key+get hit", |b| {
         b.iter(|| {
-            let key = snapshot.cache.key(black_box(parsed.name()), RecordType::A, DNSClass::IN, false);
+            let key =
+                snapshot
+                    .cache
+                    .key(black_box(parsed.name()), RecordType::A, DNSClass::IN, false);
             black_box(snapshot.cache.get(&key, question, false))
         })
     });
     let mut out = Vec::with_capacity(512);
-    let rule = TtlRule::Aged { age: 10, min: 0, max: u32::MAX };
+    let rule = TtlRule::Aged {
+        age: 10,
+        min: 0,
+        max: u32::MAX,
+    };
     c.bench_function("wire/render held answer", |b| {
         b.iter(|| {
             held.render(&parsed, Some(question), rule, Some(512), &mut out);
             black_box(out.len())
         })
     });
-    c.bench_function("wire/parse query", |b| b.iter(|| black_box(wire::parse_query(black_box(&packet)))));
+    c.bench_function("wire/parse query", |b| {
+        b.iter(|| black_box(wire::parse_query(black_box(&packet))))
+    });
 
     let resolver = Resolver::new(snapshot.clone(), metrics, Arc::new(LoopGuard::default()));
     let record_query = query("docker.io.", RecordType::A);
     c.bench_function("resolve/handle record", |b| {
-        b.iter(|| match resolver.handle(black_box(&record_query), client, Protocol::Udp) {
-            Handled::Reply(bytes) => black_box(bytes.len()),
-            _ => panic!("not answered from the record"),
-        })
+        b.iter(
+            || match resolver.handle(black_box(&record_query), client, Protocol::Udp) {
+                Handled::Reply(bytes) => black_box(bytes.len()),
+                _ => panic!("not answered from the record"),
+            },
+        )
     });
     c.bench_function("resolve/handle cache hit", |b| {
-        b.iter(|| match resolver.handle(black_box(&packet), client, Protocol::Udp) {
-            Handled::Reply(bytes) => black_box(bytes.len()),
-            _ => panic!("not answered from the cache"),
-        })
+        b.iter(
+            || match resolver.handle(black_box(&packet), client, Protocol::Udp) {
+                Handled::Reply(bytes) => black_box(bytes.len()),
+                _ => panic!("not answered from the cache"),
+            },
+        )
     });
 }
 
