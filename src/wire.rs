@@ -554,7 +554,11 @@ fn opt_position(bytes: &[u8]) -> Option<OptCut> {
         }
         if rtype == usize::from(u16::from(RecordType::OPT)) {
             let extended_rcode = *bytes.get(at - rdlength - 6)?;
-            if index + 1 != records || extended_rcode != 0 {
+            // The OPT must be the last record *and* in the additional section:
+            // an upstream may put one last in the answer section with ARCOUNT 0,
+            // and cutting it there would underflow ARCOUNT (found by fuzzing;
+            // regression test below). Such odd shapes take the decode path.
+            if index + 1 != records || arcount == 0 || extended_rcode != 0 {
                 return None;
             }
             opt = Some((start, u16::try_from(arcount).ok()?));
@@ -757,5 +761,33 @@ mod tests {
         let edns = decoded.edns.expect("edns");
         assert_eq!(edns.max_payload(), EDNS_PAYLOAD);
         assert!(edns.flags().dnssec_ok);
+    }
+
+    /// Fuzzing (fuzz target `upstream_answer`) found an upstream answer with
+    /// ARCOUNT 0 whose last record, in the answer section, is an OPT: it was
+    /// cut as if it were the additional section's, and `arcount - 1`
+    /// underflowed (a panic with overflow checks, a bogus ARCOUNT without).
+    #[test]
+    fn an_opt_record_in_the_answer_section_is_not_cut_as_the_additional_opt() {
+        let name = Name::from_ascii("example.").expect("name");
+        let question = question_bytes(&name, RecordType::AAAA, DNSClass::IN);
+        let mut bytes = vec![0x42, 0x42, 0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0];
+        bytes.extend_from_slice(&question);
+        // One "answer": an OPT (root owner, TYPE 41, payload 1232, no data).
+        bytes.extend_from_slice(&[0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0, 0, 0]);
+        assert!(is_answer_to(&bytes, 0x4242, &question));
+        // Held through the decode path, or refused; never a panic.
+        if let Ok(held) = WireAnswer::from_upstream(bytes) {
+            assert_eq!(held.question(), &question[..]);
+            assert_eq!(held.bytes[10..12], [0, 0], "ARCOUNT stays 0");
+        }
+        // The artifact as the fuzzer wrote it.
+        let artifact = [
+            0x42, 0x42, 0x81, 0x80, 0x00, 0x01, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x0c,
+            0x00, 0x01, 0xc0, 0x0c, 0x00, 0x1c, 0x00, 0x01, 0x00, 0x00, 0x0e, 0x10, 0x00, 0x10,
+            0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, 0x00, 0x00, 0x29, 0x04,
+            0xd0, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        ];
+        let _ = WireAnswer::from_upstream(artifact.to_vec());
     }
 }
