@@ -138,7 +138,7 @@ impl Resolver {
             Inbound::Reject(message, rcode) => {
                 self.metrics.query(protocol, Outcome::Formerr);
                 tracing::debug!(%client, %rcode, "rejected a malformed query");
-                return reply_message(&message, protocol, None);
+                return error_reply(&message, packet);
             }
         };
         let snapshot = self.snapshot.load_full();
@@ -160,11 +160,7 @@ impl Resolver {
                 started,
             );
             // The REFUSED answer is never larger than the query: no amplification.
-            return reply_message(
-                &query.response(ResponseCode::Refused),
-                protocol,
-                Some(packet.len()),
-            );
+            return error_reply(&query.response(ResponseCode::Refused), packet);
         }
 
         let class = query.query.query_class();
@@ -647,8 +643,99 @@ fn reply_message(message: &Message, protocol: Protocol, limit: Option<usize>) ->
     }
 }
 
+/// An error answer (FORMERR, NOTIMP, BADVERS, REFUSED) to `packet`, never
+/// larger than `packet` over either transport: these go to anyone, so they
+/// must not amplify (SPEC §4.1, §4.2). Echoing the question is not enough to
+/// ensure that: a query's name can be a compression pointer into its own
+/// header, two bytes on the wire that decode to a label of up to ten, so
+/// the echo outgrew an 18-byte query by 10 bytes (found by fuzzing; see the
+/// regression test below). Such an answer goes without its question (QDCOUNT
+/// 0 is valid in an error answer), and without its OPT if even that is too
+/// long; it cannot be, as the query held both.
+fn error_reply(message: &Message, packet: &[u8]) -> Handled {
+    let fits = |m: &Message| m.to_vec().ok().filter(|bytes| bytes.len() <= packet.len());
+    if let Some(bytes) = fits(message) {
+        return Handled::Reply(bytes);
+    }
+    let mut bare = message.clone();
+    bare.queries.clear();
+    if let Some(bytes) = fits(&bare) {
+        return Handled::Reply(bytes);
+    }
+    bare.edns = None;
+    fits(&bare).map_or(Handled::Drop, Handled::Reply)
+}
+
 fn encode_or_servfail(message: &Message, query: &ClientQuery, udp_limit: Option<usize>) -> Vec<u8> {
     wire::encode_for(message, udp_limit)
         .or_else(|| wire::encode_for(&query.response(ResponseCode::ServFail), udp_limit))
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::Inbound;
+
+    fn reply_len(handled: Handled) -> usize {
+        match handled {
+            Handled::Reply(bytes) => {
+                assert!(
+                    Message::from_vec(&bytes).is_ok(),
+                    "the error answer decodes"
+                );
+                bytes.len()
+            }
+            Handled::Drop => 0,
+            Handled::Pending(_) => panic!("an error answer is never pending"),
+        }
+    }
+
+    /// Found by fuzzing (target `query_path`): an 18-byte query whose name is
+    /// a pointer to offset 0, so that the ID, flags and counts decode as a
+    /// 10-byte label; opcode 7 got a 28-byte NOTIMP, and the same query from
+    /// outside the ACL a 28-byte REFUSED.
+    #[test]
+    fn error_answers_to_a_name_compressed_into_the_header_are_no_larger_than_the_query() {
+        let notimp = [
+            0x0a, 0x34, 0x38, 0x00, 0x00, 0x01, 0, 0, 0, 0, 0, 0, 0xc0, 0x00, 0x00, 0x01, 0x80,
+            0x01,
+        ];
+        let Inbound::Reject(message, ResponseCode::NotImp) = wire::parse_query(&notimp) else {
+            panic!("the fuzzer's packet gets NOTIMP");
+        };
+        let len = reply_len(error_reply(&message, &notimp));
+        assert!((12..=notimp.len()).contains(&len), "{len} bytes");
+
+        let mut refused = notimp;
+        refused[2] = 0x01; // a plain QUERY with RD
+        let Inbound::Query(query) = wire::parse_query(&refused) else {
+            panic!("a query");
+        };
+        assert_eq!(query.name().num_labels(), 1);
+        let len = reply_len(error_reply(
+            &query.response(ResponseCode::Refused),
+            &refused,
+        ));
+        assert!((12..=refused.len()).contains(&len), "{len} bytes");
+    }
+
+    #[test]
+    fn an_ordinary_error_answer_keeps_its_question() {
+        let mut message = Message::query();
+        message.add_query(hickory_proto::op::Query::query(
+            Name::from_ascii("docker.io.").expect("name"),
+            RecordType::A,
+        ));
+        let packet = message.to_vec().expect("encode");
+        let Inbound::Query(query) = wire::parse_query(&packet) else {
+            panic!("a query");
+        };
+        let Handled::Reply(bytes) = error_reply(&query.response(ResponseCode::Refused), &packet)
+        else {
+            panic!("a reply");
+        };
+        assert_eq!(bytes.len(), packet.len());
+        assert_eq!(Message::from_vec(&bytes).expect("decode").queries.len(), 1);
+    }
 }
