@@ -9,6 +9,7 @@ mod common;
 mod forwarding;
 mod guard;
 mod health;
+mod hostile_clients;
 mod reload;
 mod serving;
 mod smoke;
