@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use hickory_proto::op::ResponseCode;
+use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{DNSClass, Name, RecordType};
 use prometheus::{Histogram, IntCounter};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -169,6 +169,15 @@ impl UpstreamServer {
         } else {
             udp
         };
+        // An answer that does not decode is this upstream failing, not an
+        // answer to relay and cache for its TTL: the byte path below walks
+        // only the record framing, so a record such as an A with RDLENGTH 3
+        // went to clients (who cannot parse it) and into the cache, and the
+        // next upstream was never tried (found by the hostile_upstreams
+        // tests). One decode, about 1 µs for a usual answer, on a miss only.
+        if Message::from_vec(&bytes).is_err() {
+            return Err(ExchangeError::Malformed);
+        }
         WireAnswer::from_upstream(bytes).map_err(|_| ExchangeError::Malformed)
     }
 
