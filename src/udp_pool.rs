@@ -170,7 +170,8 @@ fn open(upstream: SocketAddr) -> io::Result<PooledSocket> {
 
 /// Hands every answer to the waiter with its ID if the question matches too.
 async fn read_answers(socket: Arc<UdpSocket>, waiters: Arc<Waiters>) {
-    let mut buffer = vec![0u8; RECEIVE_BUFFER];
+    // One byte more than an answer may have, to tell a datagram that was cut.
+    let mut buffer = vec![0u8; RECEIVE_BUFFER + 1];
     loop {
         let len = match socket.recv(&mut buffer).await {
             Ok(len) => len,
@@ -184,7 +185,14 @@ async fn read_answers(socket: Arc<UdpSocket>, waiters: Arc<Waiters>) {
                 continue;
             }
         };
-        let answer = &buffer[..len];
+        if len > RECEIVE_BUFFER {
+            // An upstream that ignores the EDNS size we announce sent more than
+            // we read: the cut answer is marked truncated (TC), so the query is
+            // retried over TCP (SPEC §4.5) instead of failing as malformed
+            // (found by the hostile_upstreams tests).
+            buffer[2] |= 0x02;
+        }
+        let answer = &buffer[..len.min(RECEIVE_BUFFER)];
         let Some(id) = answer.get(0..2).map(|b| u16::from_be_bytes([b[0], b[1]])) else {
             continue;
         };
