@@ -10,6 +10,7 @@ mod forwarding;
 mod guard;
 mod health;
 mod hostile_clients;
+mod hostile_upstreams;
 mod reload;
 mod serving;
 mod smoke;
