@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
@@ -39,8 +40,19 @@ pub enum PoolError {
 
 /// What a reader hands a waiting query: the answer's bytes.
 type Delivery = Result<Vec<u8>, io::ErrorKind>;
-/// Queries in flight on one socket: ID → (question in wire form, who waits).
-type Waiters = Mutex<HashMap<u16, (Box<[u8]>, oneshot::Sender<Delivery>)>>;
+/// Queries in flight on one socket, by ID.
+type Waiters = Mutex<HashMap<u16, Waiter>>;
+
+/// One query in flight: the question in wire form, who waits, and a ticket
+/// that tells this query from a later one that reuses its ID.
+struct Waiter {
+    question: Box<[u8]>,
+    tx: oneshot::Sender<Delivery>,
+    ticket: u64,
+}
+
+/// Tickets of [`Waiter`]s, unique in the process.
+static NEXT_TICKET: AtomicU64 = AtomicU64::new(0);
 
 struct PooledSocket {
     socket: Arc<UdpSocket>,
@@ -103,6 +115,7 @@ impl UdpPool {
         let sockets = self.sockets()?;
         let pooled = &sockets[rand::random_range(0..sockets.len())];
         let (tx, rx) = oneshot::channel();
+        let ticket = NEXT_TICKET.fetch_add(1, Ordering::Relaxed);
         let id = {
             let mut waiters = pooled.waiters.lock().unwrap_or_else(|e| e.into_inner());
             let mut id = rand::random::<u16>();
@@ -114,12 +127,21 @@ impl UdpPool {
                 }
                 id = rand::random();
             }
-            waiters.insert(id, (question.into(), tx));
+            let question = question.into();
+            waiters.insert(
+                id,
+                Waiter {
+                    question,
+                    tx,
+                    ticket,
+                },
+            );
             id
         };
         let _forget = ForgetOnDrop {
             waiters: &pooled.waiters,
             id,
+            ticket,
         };
         pooled
             .socket
@@ -134,18 +156,27 @@ impl UdpPool {
     }
 }
 
-/// Removes a waiter whose query ended (answered, timed out, or cancelled).
+/// Removes a waiter whose query ended (answered, timed out, or cancelled),
+/// if it is still there: once the reader has handed over the answer (and
+/// removed the waiter), a new query may take the same ID at once, and
+/// removing *that* waiter dropped its sender, so the new query failed with
+/// "broken pipe" and its client got SERVFAIL (about 3 in a million queries
+/// in bench/soak.sh at 18 000 misses a second). The ticket tells them apart.
 struct ForgetOnDrop<'a> {
     waiters: &'a Waiters,
     id: u16,
+    ticket: u64,
 }
 
 impl Drop for ForgetOnDrop<'_> {
     fn drop(&mut self) {
-        self.waiters
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&self.id);
+        let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+        if waiters
+            .get(&self.id)
+            .is_some_and(|w| w.ticket == self.ticket)
+        {
+            waiters.remove(&self.id);
+        }
     }
 }
 
@@ -179,8 +210,8 @@ async fn read_answers(socket: Arc<UdpSocket>, waiters: Arc<Waiters>) {
                 // A connected UDP socket reports ICMP port unreachable here: every
                 // query in flight on it is going to a closed port.
                 let mut waiting = waiters.lock().unwrap_or_else(|e| e.into_inner());
-                for (_, (_, tx)) in waiting.drain() {
-                    let _ = tx.send(Err(error.kind()));
+                for (_, waiter) in waiting.drain() {
+                    let _ = waiter.tx.send(Err(error.kind()));
                 }
                 continue;
             }
@@ -200,16 +231,75 @@ async fn read_answers(socket: Arc<UdpSocket>, waiters: Arc<Waiters>) {
             let mut waiting = waiters.lock().unwrap_or_else(|e| e.into_inner());
             let matches = waiting
                 .get(&id)
-                .is_some_and(|(question, _)| is_answer_to(answer, id, question));
+                .is_some_and(|waiter| is_answer_to(answer, id, &waiter.question));
             if matches { waiting.remove(&id) } else { None }
         };
         match waiter {
-            Some((_, tx)) => {
-                let _ = tx.send(Ok(answer.to_vec()));
+            Some(waiter) => {
+                let _ = waiter.tx.send(Ok(answer.to_vec()));
             }
             None => {
                 tracing::debug!("ignored an upstream answer whose ID or question does not match")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn waiter(ticket: u64) -> (Waiter, oneshot::Receiver<Delivery>) {
+        let (tx, rx) = oneshot::channel();
+        let question = Box::from(&b"\x01a\x00\x00\x01\x00\x01"[..]);
+        (
+            Waiter {
+                question,
+                tx,
+                ticket,
+            },
+            rx,
+        )
+    }
+
+    /// Found by bench/soak.sh: query A is answered (the reader removes its
+    /// waiter), query B takes the same ID before A's guard runs, and A's
+    /// guard removed B's waiter: B failed with "broken pipe".
+    #[test]
+    fn a_finished_query_never_forgets_the_next_query_with_its_id() {
+        let waiters: Waiters = Mutex::new(HashMap::new());
+        let (a, _a_rx) = waiter(1);
+        waiters.lock().expect("lock").insert(7, a);
+        let guard_a = ForgetOnDrop {
+            waiters: &waiters,
+            id: 7,
+            ticket: 1,
+        };
+        // The reader hands A its answer...
+        let taken = waiters.lock().expect("lock").remove(&7);
+        assert!(taken.is_some());
+        // ...and B takes ID 7 before A's guard is dropped.
+        let (b, mut b_rx) = waiter(2);
+        waiters.lock().expect("lock").insert(7, b);
+        drop(guard_a);
+        let still = waiters.lock().expect("lock").get(&7).map(|w| w.ticket);
+        assert_eq!(still, Some(2), "B's waiter survives A's guard");
+        assert!(
+            matches!(b_rx.try_recv(), Err(oneshot::error::TryRecvError::Empty)),
+            "B is still waiting, not failed"
+        );
+    }
+
+    #[test]
+    fn a_cancelled_query_forgets_its_own_waiter() {
+        let waiters: Waiters = Mutex::new(HashMap::new());
+        let (a, _a_rx) = waiter(5);
+        waiters.lock().expect("lock").insert(9, a);
+        drop(ForgetOnDrop {
+            waiters: &waiters,
+            id: 9,
+            ticket: 5,
+        });
+        assert!(waiters.lock().expect("lock").is_empty());
     }
 }
