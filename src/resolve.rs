@@ -177,7 +177,7 @@ impl Resolver {
                 return self.pending(
                     snapshot,
                     query,
-                    packet,
+                    wire::packet_question(packet),
                     client,
                     protocol,
                     started,
@@ -226,7 +226,7 @@ impl Resolver {
         self.pending(
             snapshot,
             query,
-            packet,
+            packet_question,
             client,
             protocol,
             started,
@@ -239,7 +239,7 @@ impl Resolver {
         &self,
         snapshot: Arc<Snapshot>,
         query: ClientQuery,
-        packet: &[u8],
+        question: Option<&[u8]>,
         client: SocketAddr,
         protocol: Protocol,
         started: Instant,
@@ -247,7 +247,7 @@ impl Resolver {
     ) -> Handled {
         Handled::Pending(Box::new(Pending {
             snapshot,
-            question: wire::packet_question(packet).map(Box::from),
+            question: question.map(Box::from),
             query,
             client,
             protocol,
@@ -271,7 +271,9 @@ impl Resolver {
         let udp_limit = (protocol == Protocol::Udp).then(|| query.udp_limit());
         match work {
             Work::Forward(key) => {
-                let asked = question.clone().unwrap_or_else(|| {
+                // The client's own question bytes (their case is echoed); built
+                // only for the odd query whose name is compressed.
+                let asked = question.unwrap_or_else(|| {
                     wire::question_bytes(
                         query.name(),
                         query.query_type(),
@@ -301,7 +303,7 @@ impl Resolver {
                     let mut out = Vec::new();
                     entry.answer.render(
                         &query,
-                        question.as_deref(),
+                        Some(&asked),
                         TtlRule::Fixed(STALE_TTL),
                         udp_limit,
                         &mut out,
@@ -322,7 +324,7 @@ impl Resolver {
                         let mut out = Vec::new();
                         fetched.wire().render(
                             &query,
-                            question.as_deref(),
+                            Some(&asked),
                             fetched.ttl_rule(),
                             udp_limit,
                             &mut out,
