@@ -297,6 +297,23 @@ impl Metrics {
         self.last_reload_timestamp.set(now);
     }
 
+    /// Removes the series of records and upstreams that the running
+    /// configuration no longer has (a reload calls it with what the new
+    /// snapshot dropped), so that a long-lived node's series do not grow
+    /// with every mapping change. A series that is still live is never
+    /// touched and keeps its value. The health gauges need nothing here:
+    /// every scrape refills them from the running snapshot.
+    pub fn retire(&self, gone: &Retired) {
+        for record in &gone.records {
+            let _ = self.record_hits.remove_label_values(&[record]);
+        }
+        for upstream in &gone.upstreams {
+            let _ = self.upstream_duration.remove_label_values(&[upstream]);
+            let _ = self.upstream_errors.remove_label_values(&[upstream]);
+            let _ = self.upstream_loops.remove_label_values(&[upstream]);
+        }
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut out = Vec::new();
@@ -307,5 +324,60 @@ impl Metrics {
             return String::new();
         }
         String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+/// The label values whose series leave `/metrics` at a reload.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Retired {
+    /// `record` labels of [`RECORD_HITS`].
+    pub records: Vec<String>,
+    /// `upstream` labels of [`UPSTREAM_DURATION`], [`UPSTREAM_ERRORS`] and
+    /// [`UPSTREAM_LOOPS`].
+    pub upstreams: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retiring_removes_only_the_series_named_and_keeps_the_others_counts() {
+        let metrics = Metrics::new();
+        metrics.record_hits("gone.test").inc();
+        metrics.record_hits("kept.test").inc_by(3);
+        for upstream in ["10.0.0.2:53", "10.0.0.3:53"] {
+            metrics.upstream_errors(upstream).inc();
+            metrics.upstream_loops(upstream).inc();
+            metrics.upstream_duration(upstream).observe(0.01);
+        }
+        metrics.retire(&Retired {
+            records: vec!["gone.test".into()],
+            upstreams: vec!["10.0.0.2:53".into()],
+        });
+        let text = metrics.render();
+        assert!(!text.contains("gone.test"), "{text}");
+        assert!(!text.contains("10.0.0.2:53"), "{text}");
+        assert!(
+            text.contains(&format!("{RECORD_HITS}{{record=\"kept.test\"}} 3")),
+            "{text}"
+        );
+        for name in [UPSTREAM_ERRORS, UPSTREAM_LOOPS] {
+            assert!(
+                text.contains(&format!("{name}{{upstream=\"10.0.0.3:53\"}} 1")),
+                "{text}"
+            );
+        }
+        assert!(
+            text.contains(&format!("{UPSTREAM_DURATION}_count{{upstream=\"10.0.0.3:53\"}} 1")),
+            "{text}"
+        );
+        // A name that comes back starts a fresh series.
+        metrics.record_hits("gone.test").inc();
+        assert!(
+            metrics
+                .render()
+                .contains(&format!("{RECORD_HITS}{{record=\"gone.test\"}} 1"))
+        );
     }
 }

@@ -1,16 +1,24 @@
 //! Live reload (SPEC §6). Three sources feed one path: a file watcher on
 //! the *directories* of every watched file (so renames and Kubernetes
-//! ConfigMap `..data` symlink swaps are seen), a 1 s poll of the files'
-//! contents as a safety net, and SIGHUP. A change of content (or SIGHUP)
-//! loads the configuration with the same loader as start and `check`,
-//! builds a new snapshot and swaps it in whole; a bad file leaves the
-//! running snapshot in force.
+//! ConfigMap `..data` symlink swaps are seen), a 1 s poll as a safety net,
+//! and SIGHUP. A change of content (or SIGHUP) loads the configuration with
+//! the same loader as start and `check`, builds a new snapshot and swaps it
+//! in whole; a bad file leaves the running snapshot in force.
+//!
+//! Every piece of reload work that touches the file system or grows with
+//! the configuration (stat, read and hash of the files, parse, compile, the
+//! cache copy, the swap, retiring metric series) runs on tokio's blocking
+//! pool, never on a runtime worker: with a 200,000-line hosts file a reload
+//! is tens to hundreds of milliseconds of CPU, and on a 2-core node a worker
+//! busy that long stalls half of the answers. The poll compares each file's
+//! metadata (device, inode, size, mtime, ctime) and reads contents only when
+//! that changed; a watcher event always compares contents.
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use notify::{RecursiveMode, Watcher};
@@ -25,7 +33,7 @@ use crate::records::CompiledRecord;
 use crate::resolve::Resolver;
 use crate::snapshot::{Shared, Snapshot};
 
-/// How often the files' contents are compared.
+/// How often the files' metadata are compared.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// A reload waits until the watched files have been quiet this long.
 pub const DEBOUNCE: Duration = Duration::from_millis(100);
@@ -51,10 +59,16 @@ pub struct Reloader {
     log: LogHandle,
     watched: Vec<PathBuf>,
     fingerprint: u64,
+    /// Metadata of the watched files when `fingerprint` was taken.
+    stamps: u64,
     /// Fingerprint of a new file set, taken right after it was loaded.
     loaded_fingerprint: u64,
+    /// Metadata of a new file set, taken right before `loaded_fingerprint`.
+    loaded_stamps: u64,
     /// What only a restart changes, as the process started with it.
     fixed: FixedAtStart,
+    watcher: Option<notify::RecommendedWatcher>,
+    watched_dirs: Vec<PathBuf>,
 }
 
 /// The settings a reload cannot apply: the bound sockets and the log format.
@@ -77,7 +91,8 @@ impl FixedAtStart {
 
 impl Reloader {
     /// A reloader for the configuration at `config_path` (`None`: built-in
-    /// defaults, which still follow `resolv.conf`).
+    /// defaults, which still follow `resolv.conf`). Reads the watched files
+    /// once (at start, before anything is served).
     pub fn new(
         resolver: Arc<Resolver>,
         shared: Arc<Shared>,
@@ -88,6 +103,7 @@ impl Reloader {
     ) -> Self {
         let snapshot = resolver.snapshot();
         let watched = snapshot.config.watched_files();
+        let stamps = stamps(&watched);
         let fingerprint = fingerprint(&watched);
         let fixed = FixedAtStart::of(&snapshot.config);
         drop(snapshot);
@@ -100,29 +116,37 @@ impl Reloader {
             log,
             watched,
             fingerprint,
+            stamps,
             loaded_fingerprint: fingerprint,
+            loaded_stamps: stamps,
             fixed,
+            watcher: None,
+            watched_dirs: Vec::new(),
         }
     }
 
     /// Runs until `shutdown`: watches, polls, and reloads on `triggers`
-    /// (the sender side is also given to the SIGHUP handler).
+    /// (the sender side is also given to the SIGHUP handler). The timers
+    /// and the debounce run here; every step that reads files or builds a
+    /// snapshot runs on the blocking pool.
     pub async fn run(
         mut self,
         tx: mpsc::Sender<Trigger>,
         mut triggers: mpsc::Receiver<Trigger>,
         shutdown: CancellationToken,
     ) {
-        let mut watcher = make_watcher(tx.clone());
-        let mut watched_dirs = Vec::new();
-        rewatch(&mut watcher, &self.watched, &mut watched_dirs);
+        self.watcher = make_watcher(tx.clone());
+        let core = Arc::new(Mutex::new(self));
+        off_the_workers(&core, Reloader::rewatch).await;
         let mut poll = tokio::time::interval(POLL_INTERVAL);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let trigger = tokio::select! {
                 () = shutdown.cancelled() => return,
                 _ = poll.tick() => {
-                    if fingerprint(&self.watched) == self.fingerprint { continue }
+                    if off_the_workers(&core, Reloader::poll_changed).await != Some(true) {
+                        continue;
+                    }
                     Trigger::FileEvent
                 }
                 received = triggers.recv() => match received {
@@ -146,29 +170,56 @@ impl Reloader {
                     },
                 }
             }
-            // Taken before the files are read: a write that lands while they
-            // are read or compiled then differs from it and is loaded at the
-            // next check. (A fingerprint taken after the reload took such a
-            // write as loaded, and it was never seen.)
-            let before = fingerprint(&self.watched);
-            if !forced && before == self.fingerprint {
-                continue;
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = off_the_workers(&core, move |reloader| reloader.settle(forced)) => {}
             }
-            let files = self.watched.clone();
-            self.fingerprint = before;
-            self.reload();
-            if self.watched != files {
-                // Hosts files added or removed: describe the new set. A write
-                // between the load and here goes unseen until the next one;
-                // the window is the time of one read, not of a whole build.
-                self.fingerprint = self.loaded_fingerprint;
-            }
-            rewatch(&mut watcher, &self.watched, &mut watched_dirs);
         }
     }
 
+    /// The poll (blocking): whether the watched files' contents changed.
+    /// Reads them only when their metadata changed since the last look, so
+    /// a quiet second costs one `stat` per file.
+    fn poll_changed(&mut self) -> bool {
+        let now = stamps(&self.watched);
+        if now == self.stamps {
+            return false;
+        }
+        self.stamps = now;
+        fingerprint(&self.watched) != self.fingerprint
+    }
+
+    /// After the debounce (blocking): reloads if the contents changed or
+    /// the reload is forced, then re-arms the watches.
+    fn settle(&mut self, forced: bool) {
+        // Taken before the files are read: a write that lands while they
+        // are read or compiled then differs from it and is loaded at the
+        // next check. (A fingerprint taken after the reload took such a
+        // write as loaded, and it was never seen.) The metadata are taken
+        // before the contents for the same reason.
+        let stamps = stamps(&self.watched);
+        let before = fingerprint(&self.watched);
+        if !forced && before == self.fingerprint {
+            self.stamps = stamps;
+            return;
+        }
+        let files = self.watched.clone();
+        self.fingerprint = before;
+        self.stamps = stamps;
+        self.reload();
+        if self.watched != files {
+            // Hosts files added or removed: describe the new set. A write
+            // between the load and here goes unseen until the next one;
+            // the window is the time of one read, not of a whole build.
+            self.fingerprint = self.loaded_fingerprint;
+            self.stamps = self.loaded_stamps;
+        }
+        self.rewatch();
+    }
+
     /// Loads, validates and swaps in the configuration; on error keeps the
-    /// running one. Returns whether it was taken.
+    /// running one. Returns whether it was taken. Blocking: it reads and
+    /// compiles every file, so it is called on the blocking pool.
     pub fn reload(&mut self) -> bool {
         let loaded = match &self.config_path {
             Some(path) => config::load(path, &self.env),
@@ -185,6 +236,7 @@ impl Reloader {
         };
         let watched = config.watched_files();
         if watched != self.watched {
+            self.loaded_stamps = stamps(&watched);
             self.loaded_fingerprint = fingerprint(&watched);
         }
         self.watched = watched;
@@ -194,11 +246,42 @@ impl Reloader {
         let summary = config.summary();
         let next = Arc::new(Snapshot::build(config, Some(&old.cache), &self.shared));
         start_snapshot_tasks(&next, &self.loops, &self.shared.health);
-        let previous = self.resolver.swap(next);
+        let previous = self.resolver.swap(next.clone());
         previous.tasks.cancel();
+        // Series of records and upstreams the new snapshot no longer has
+        // leave /metrics now; those it kept keep their values.
+        metrics.retire(&previous.gone_from(&next));
         metrics.reload(true);
         tracing::info!(%summary, "configuration reloaded");
         true
+    }
+
+    /// Watches the directory of every watched file (blocking: it resolves
+    /// symlinks).
+    fn rewatch(&mut self) {
+        rewatch(&mut self.watcher, &self.watched, &mut self.watched_dirs);
+    }
+}
+
+/// Runs `work` on the reloader from tokio's blocking pool and waits for it
+/// without holding a worker. `None` if it panicked (a bug: logged, and the
+/// running configuration stays in force; the next trigger tries again).
+async fn off_the_workers<T, F>(core: &Arc<Mutex<Reloader>>, work: F) -> Option<T>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut Reloader) -> T + Send + 'static,
+{
+    let core = core.clone();
+    let job = tokio::task::spawn_blocking(move || {
+        let mut reloader = core.lock().unwrap_or_else(|e| e.into_inner());
+        work(&mut reloader)
+    });
+    match job.await {
+        Ok(value) => Some(value),
+        Err(error) => {
+            tracing::error!(%error, "reload work failed; the running configuration stays in force");
+            None
+        }
     }
 }
 
@@ -376,6 +459,32 @@ fn rewatch(
         }
     }
     *watched = dirs;
+}
+
+/// A hash of the metadata that change whenever a file's contents do
+/// (device, inode, size, mtime, ctime; or why it cannot be read): a
+/// rename or a ConfigMap swap changes the inode (the target of a symlink is
+/// stat'ed), an edit in place the size or the times.
+fn stamps(files: &[PathBuf]) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut hasher = DefaultHasher::new();
+    for file in files {
+        file.hash(&mut hasher);
+        match std::fs::metadata(file) {
+            Ok(meta) => (
+                meta.dev(),
+                meta.ino(),
+                meta.size(),
+                meta.mtime(),
+                meta.mtime_nsec(),
+                meta.ctime(),
+                meta.ctime_nsec(),
+            )
+                .hash(&mut hasher),
+            Err(error) => error.kind().hash(&mut hasher),
+        }
+    }
+    hasher.finish()
 }
 
 /// A hash of the contents (or absence) of every file.

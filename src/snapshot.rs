@@ -2,8 +2,10 @@
 //! config, the compiled records, the upstream pool and the cache handle.
 //! Built whole by [`Snapshot::build`], swapped in atomically by the reload
 //! path, read once per query; its background tasks (loop probes) stop when
-//! it is replaced.
+//! it is replaced, and what it alone had (records, upstreams) leaves the
+//! metrics with it ([`Snapshot::gone_from`]).
 
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -14,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::cache::AnswerCache;
 use crate::config::Config;
 use crate::health::HealthRegistry;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Retired};
 use crate::records::RecordTable;
 use crate::upstream::UpstreamPool;
 
@@ -79,8 +81,122 @@ impl Snapshot {
     }
 }
 
+/// A record table at least this large is freed on the blocking pool.
+const FREE_OFF_THE_WORKERS: usize = 10_000;
+
+/// The label values of the series one snapshot's records and upstreams use.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SeriesLabels<'a> {
+    /// `record` labels (configured names; one per name, views share it).
+    pub records: BTreeSet<&'a str>,
+    /// `upstream` labels (`IP:PORT`).
+    pub upstreams: BTreeSet<String>,
+}
+
+impl SeriesLabels<'_> {
+    /// What `self` has and `next` has not.
+    pub fn minus(&self, next: &SeriesLabels<'_>) -> Retired {
+        Retired {
+            records: self
+                .records
+                .iter()
+                .filter(|label| !next.records.contains(*label))
+                .map(|label| label.to_string())
+                .collect(),
+            upstreams: self
+                .upstreams
+                .iter()
+                .filter(|label| !next.upstreams.contains(*label))
+                .cloned()
+                .collect(),
+        }
+    }
+}
+
+impl Snapshot {
+    /// The labels of the series this snapshot counts into.
+    pub fn series_labels(&self) -> SeriesLabels<'_> {
+        SeriesLabels {
+            records: self.records.all().iter().map(|r| r.label.as_str()).collect(),
+            upstreams: self
+                .upstreams
+                .servers()
+                .iter()
+                .map(|s| s.addr.to_string())
+                .collect(),
+        }
+    }
+
+    /// The series of records and upstreams this snapshot has and `next`
+    /// has not: what a reload from `self` to `next` removes from /metrics.
+    pub fn gone_from(&self, next: &Snapshot) -> Retired {
+        self.series_labels().minus(&next.series_labels())
+    }
+}
+
 impl Drop for Snapshot {
     fn drop(&mut self) {
         self.tasks.cancel();
+        // The last holder of a replaced snapshot may be a query task on a
+        // runtime worker; freeing 200,000 hosts-file names there stalls
+        // every answer on that worker for milliseconds. Hand them over.
+        if self.records.all().len() < FREE_OFF_THE_WORKERS {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let records = std::mem::take(&mut self.records);
+        let hosts = Arc::get_mut(&mut self.config).map(|c| std::mem::take(&mut c.records.hosts));
+        drop(runtime.spawn_blocking(move || drop((records, hosts))));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels<'a>(records: &[&'a str], upstreams: &[&str]) -> SeriesLabels<'a> {
+        SeriesLabels {
+            records: records.iter().copied().collect(),
+            upstreams: upstreams.iter().map(|u| u.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_reload_retires_exactly_what_the_new_snapshot_no_longer_has() {
+        let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let cases: [(SeriesLabels, SeriesLabels, Vec<String>, Vec<String>); 5] = [
+            (labels(&[], &[]), labels(&[], &[]), vec![], vec![]),
+            (
+                labels(&["docker.io", "*.docker.io"], &["10.0.0.2:53"]),
+                labels(&["docker.io", "*.docker.io"], &["10.0.0.2:53"]),
+                vec![],
+                vec![],
+            ),
+            (
+                labels(&["docker.io", "gone.test"], &["10.0.0.2:53", "10.0.0.3:53"]),
+                labels(&["docker.io"], &["10.0.0.3:53"]),
+                strings(&["gone.test"]),
+                strings(&["10.0.0.2:53"]),
+            ),
+            (
+                labels(&["a.test"], &["10.0.0.2:53"]),
+                labels(&["a.test", "new.test"], &["10.0.0.2:53", "10.0.0.9:53"]),
+                vec![],
+                vec![],
+            ),
+            (
+                labels(&["a.test", "b.test"], &["[2001:db8::1]:53"]),
+                labels(&[], &["10.0.0.2:53"]),
+                strings(&["a.test", "b.test"]),
+                strings(&["[2001:db8::1]:53"]),
+            ),
+        ];
+        for (old, new, records, upstreams) in cases {
+            let retired = old.minus(&new);
+            assert_eq!(retired.records, records, "{old:?} -> {new:?}");
+            assert_eq!(retired.upstreams, upstreams, "{old:?} -> {new:?}");
+        }
     }
 }
