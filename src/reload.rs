@@ -272,9 +272,14 @@ where
     F: FnOnce(&mut Reloader) -> T + Send + 'static,
 {
     let core = core.clone();
+    // The caller's subscriber goes along: a scoped one (a test's log
+    // capture) would otherwise miss every line the reload logs.
+    let dispatch = tracing::dispatcher::get_default(Clone::clone);
     let job = tokio::task::spawn_blocking(move || {
-        let mut reloader = core.lock().unwrap_or_else(|e| e.into_inner());
-        work(&mut reloader)
+        tracing::dispatcher::with_default(&dispatch, || {
+            let mut reloader = core.lock().unwrap_or_else(|e| e.into_inner());
+            work(&mut reloader)
+        })
     });
     match job.await {
         Ok(value) => Some(value),

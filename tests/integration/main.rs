@@ -12,6 +12,7 @@ mod health;
 mod hostile_clients;
 mod hostile_upstreams;
 mod reload;
+mod reload_hygiene;
 mod serving;
 mod smoke;
 mod views;
