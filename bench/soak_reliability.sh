@@ -18,11 +18,14 @@
 #    a name the upstream never answers: its SERVFAILs are the bound at work,
 #    and reported apart.
 #
+# The same load runs for WARMUP seconds (default 60) before the measured
+# DURATION, so that the cache, the allocator and the metric registry have
+# filled: the first measured minute is a running node, not a starting one.
 # Every second: RSS, fds, threads and the number of series in /metrics. The
-# summary compares the first and the last minute (within 10 %), counts lost
-# answers and panics, and exits 1 if any check fails.
+# summary compares the first and the last measured minute (within 10 %),
+# counts lost answers and panics, and exits 1 if any check fails.
 #
-#   bash bench/soak_reliability.sh [DURATION]     # as root (for the namespace)
+#   bash bench/soak_reliability.sh [DURATION] [WARMUP]   # as root (for the namespace)
 #   ACCEL_DNS_BIN=/path/to/accel-dns ...          # skip `cargo build --release`
 #   SOAK_OUT=dir SOAK_STEADY_QPS=500 SOAK_FLOOD_QPS=10000 SOAK_TCP_CLIENTS=32 ...
 #
@@ -31,6 +34,7 @@
 set -euo pipefail
 
 DURATION=${1:-600}
+WARMUP=${2:-60}
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 OUT=${SOAK_OUT:-/tmp/accel-dns-soak-reliability/$(date +%Y%m%d-%H%M%S)}
 SERVER_IP=127.0.0.20
@@ -48,9 +52,10 @@ HOSTS_LINES=${SOAK_HOSTS_LINES:-10000}
 
 die() { echo "soak_reliability.sh: $*" >&2; exit 2; }
 log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
-if [[ ! $DURATION =~ ^[0-9]+$ ]] || ((DURATION < 90)); then
-    die "usage: soak_reliability.sh [DURATION >= 90 s]"
+if [[ ! $DURATION =~ ^[0-9]+$ || ! $WARMUP =~ ^[0-9]+$ ]] || ((DURATION < 90)); then
+    die "usage: soak_reliability.sh [DURATION >= 90 s] [WARMUP s]"
 fi
+TOTAL=$((WARMUP + DURATION))
 for tool in dnsperf python3 curl; do
     command -v "$tool" >/dev/null || die "$tool is not installed (apt-get install dnsperf curl)"
 done
@@ -108,7 +113,7 @@ trap 'exit 130' INT TERM
 # health-free address record, one hosts-file name), 40 % hot names (cached
 # for 10 s, then asked again: stale-served while the upstream is dead), 20 %
 # unique names (a miss each: SERVFAIL after the 2 s timeout while dead).
-awk -v n=$((STEADY_QPS * DURATION + 10000)) 'BEGIN {
+awk -v n=$((STEADY_QPS * TOTAL + 10000)) 'BEGIN {
     srand(11); u = 0
     for (i = 0; i < n; i++) {
         r = int(rand() * 100)
@@ -207,7 +212,7 @@ SUMMARY=$OUT/summary.txt
 say() { echo "$*" | tee -a "$SUMMARY"; }
 
 # ------------------------------------------------------------ the run
-log "soak for ${DURATION}s (output in $OUT)"
+log "soak for ${WARMUP}s of warm-up + ${DURATION}s (output in $OUT)"
 start_bg "$OUT/upstream.log" python3 "$REPO/bench/flappy_upstream.py" "$FLAP" "$UPSTREAM_A" "$UPSTREAM_B"
 UPSTREAM_PID=$BG_PID
 GENERATION=0
@@ -220,19 +225,19 @@ START=$SECONDS
 sample "$SERVER_PID" "$OUT/samples.csv" &
 SAMPLER=$!
 STARTED+=("$SAMPLER")
-start_bg "$OUT/tcp-idlers.log" python3 "$REPO/bench/tcp_idlers.py" "$SERVER_IP" "$SERVER_PORT" "$TCP_CLIENTS" "$DURATION" docker.io
+start_bg "$OUT/tcp-idlers.log" python3 "$REPO/bench/tcp_idlers.py" "$SERVER_IP" "$SERVER_PORT" "$TCP_CLIENTS" "$TOTAL" docker.io
 IDLERS=$BG_PID
 # The steady client's timeout (5 s) is longer than the server's (2 s): a
 # query that gets no answer in 5 s was dropped, not slow.
-dnsperf_run steady "$OUT/steady.txt" "$DURATION" 4 1000 5 "$STEADY_QPS" &
+dnsperf_run steady "$OUT/steady.txt" "$TOTAL" 4 1000 5 "$STEADY_QPS" &
 STEADY=$!
 STARTED+=("$STEADY")
 
 # The reloader: every RELOAD_EVERY s a new generation, alternately picked
 # up by the watcher (rename) and by SIGHUP; the flood in the middle.
-FLOOD_AT=$((DURATION / 2 - FLOOD / 2))
+FLOOD_AT=$((WARMUP + DURATION / 2 - FLOOD / 2))
 FLOODER=
-while ((SECONDS - START < DURATION)); do
+while ((SECONDS - START < TOTAL)); do
     sleep "$RELOAD_EVERY"
     GENERATION=$((GENERATION + 1))
     write_files "$GENERATION"
@@ -262,7 +267,7 @@ reloads_error=$(awk '/^accel_dns_reloads_total\{result="error"\}/ { print $2 }' 
 panics=$(grep -c 'panicked' "$OUT/server.log" || true)
 sent=$(field "$OUT/steady.dnsperf" "Queries sent")
 lost=$(field "$OUT/steady.dnsperf" "Queries lost")
-say "== reliability soak, ${DURATION}s: reload every ${RELOAD_EVERY}s (rename / SIGHUP), upstream flapping every ${FLAP}s, $TCP_CLIENTS idle TCP clients, same-name flood ${FLOOD}s at ${FLOOD_AT}s"
+say "== reliability soak, ${WARMUP}s warm-up + ${DURATION}s measured: reload every ${RELOAD_EVERY}s (rename / SIGHUP), upstream flapping every ${FLAP}s, $TCP_CLIENTS idle TCP clients, same-name flood ${FLOOD}s at ${FLOOD_AT}s"
 say "binary: $BIN"
 say "reloads: ${reloads_ok:-?} ok, ${reloads_error:-?} error; $GENERATION generations written"
 say "steady client (${STEADY_QPS}/s, records/hits/misses): $(tr -s ' \n' ' ' <"$OUT/steady.dnsperf")"
@@ -284,26 +289,27 @@ fi
 say "upstream: $(tail -1 "$OUT/upstream.log")"
 say "panics in the log: $panics; server alive after the run: $alive"
 ((panics == 0)) || STATUS=1
-# Per minute: mean and max of RSS (MB), fds, threads, /metrics series.
+# Per minute: mean and max of RSS (MB), fds, threads, /metrics series
+# (minute 0 is the warm-up).
 say "per minute (mean/max): RSS MB, fds, threads, /metrics series"
-awk -F, 'NR > 1 && $2 > 0 {
-        m = int($1 / 60); n[m]++; rss[m] += $2; fds[m] += $3; thr[m] += $4; ser[m] += $5
+awk -F, -v w="$WARMUP" 'NR > 1 && $2 > 0 {
+        m = $1 < w ? 0 : int(($1 - w) / 60) + 1; n[m]++; rss[m] += $2; fds[m] += $3; thr[m] += $4; ser[m] += $5
         if ($2 > rmax[m]) rmax[m] = $2; if ($3 > fmax[m]) fmax[m] = $3
         if ($4 > tmax[m]) tmax[m] = $4; if ($5 > smax[m]) smax[m] = $5; last = m
     }
     END {
         for (m = 0; m <= last; m++) if (n[m] > 0)
-            printf "  minute %d: RSS %.1f/%.1f  fds %.0f/%d  threads %.1f/%d  series %.0f/%d\n",
-                m + 1, rss[m] / n[m] / 1024, rmax[m] / 1024, fds[m] / n[m], fmax[m], thr[m] / n[m], tmax[m], ser[m] / n[m], smax[m]
+            printf "  %s %d: RSS %.1f/%.1f  fds %.0f/%d  threads %.1f/%d  series %.0f/%d\n",
+                m == 0 ? "warm-up" : "minute", m, rss[m] / n[m] / 1024, rmax[m] / 1024, fds[m] / n[m], fmax[m], thr[m] / n[m], tmax[m], ser[m] / n[m], smax[m]
     }' "$OUT/samples.csv" | tee -a "$SUMMARY"
-# First vs last full minute, by the mean.
-verdict=$(awk -F, 'NR > 1 && $2 > 0 { m = int($1 / 60); n[m]++; rss[m] += $2; fds[m] += $3; if (m > last) last = m }
+# First vs last full measured minute, by the mean.
+verdict=$(awk -F, -v w="$WARMUP" 'NR > 1 && $2 > 0 && $1 >= w { m = int(($1 - w) / 60) + 1; n[m]++; rss[m] += $2; fds[m] += $3; if (m > last) last = m }
     END {
-        if (n[last] < 50 && last > 0) last--
-        r0 = rss[0] / n[0]; r1 = rss[last] / n[last]; f0 = fds[0] / n[0]; f1 = fds[last] / n[last]
+        if (n[last] < 50 && last > 1) last--
+        r0 = rss[1] / n[1]; r1 = rss[last] / n[last]; f0 = fds[1] / n[1]; f1 = fds[last] / n[last]
         gr = 100 * (r1 - r0) / r0; gf = 100 * (f1 - f0) / f0
-        printf "first vs last minute (%d): RSS %.1f -> %.1f MB (%+.1f %%), fds %.0f -> %.0f (%+.1f %%)\n",
-            last + 1, r0 / 1024, r1 / 1024, gr, f0, f1, gf
+        printf "first vs last measured minute (1 vs %d): RSS %.1f -> %.1f MB (%+.1f %%), fds %.0f -> %.0f (%+.1f %%)\n",
+            last, r0 / 1024, r1 / 1024, gr, f0, f1, gf
         exit (gr > 10 || gr < -10 || gf > 10 || gf < -10) ? 1 : 0
     }' "$OUT/samples.csv") || { STATUS=1; verdict="$verdict -- NOT FLAT"; }
 say "$verdict"
