@@ -181,17 +181,17 @@ wait_udp() { # IP PORT DEADLINE_S NAME
     return 1
 }
 
-# sample PID CSV: every second, t,rss_kb,fds,threads,series
+# sample PID CSV: about every second, t (seconds since the start),rss_kb,fds,threads,series
+# (series 0: the scrape timed out, left out of the means)
 sample() {
-    local pid=$1 csv=$2 t=0 rss fds threads series
+    local pid=$1 csv=$2 start=$SECONDS rss fds threads series
     echo "t,rss_kb,fds,threads,series" >"$csv"
     while kill -0 "$pid" 2>/dev/null; do
         rss=$(awk '/^VmRSS:/ { print $2 }' "/proc/$pid/status" 2>/dev/null || echo 0)
         threads=$(awk '/^Threads:/ { print $2 }' "/proc/$pid/status" 2>/dev/null || echo 0)
         fds=$(find "/proc/$pid/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l)
         series=$(curl -s --max-time 1 "http://$ADMIN/metrics" | grep -vc '^#' || true)
-        echo "$t,$rss,$fds,$threads,$series" >>"$csv"
-        t=$((t + 1))
+        echo "$((SECONDS - start)),$rss,$fds,$threads,$series" >>"$csv"
         sleep 1
     done
 }
@@ -293,19 +293,20 @@ say "panics in the log: $panics; server alive after the run: $alive"
 # (minute 0 is the warm-up).
 say "per minute (mean/max): RSS MB, fds, threads, /metrics series"
 awk -F, -v w="$WARMUP" 'NR > 1 && $2 > 0 {
-        m = $1 < w ? 0 : int(($1 - w) / 60) + 1; n[m]++; rss[m] += $2; fds[m] += $3; thr[m] += $4; ser[m] += $5
+        m = $1 < w ? 0 : int(($1 - w) / 60) + 1; n[m]++; rss[m] += $2; fds[m] += $3; thr[m] += $4
+        if ($5 > 0) { ns[m]++; ser[m] += $5 }
         if ($2 > rmax[m]) rmax[m] = $2; if ($3 > fmax[m]) fmax[m] = $3
         if ($4 > tmax[m]) tmax[m] = $4; if ($5 > smax[m]) smax[m] = $5; last = m
     }
     END {
         for (m = 0; m <= last; m++) if (n[m] > 0)
             printf "  %s %d: RSS %.1f/%.1f  fds %.0f/%d  threads %.1f/%d  series %.0f/%d\n",
-                m == 0 ? "warm-up" : "minute", m, rss[m] / n[m] / 1024, rmax[m] / 1024, fds[m] / n[m], fmax[m], thr[m] / n[m], tmax[m], ser[m] / n[m], smax[m]
+                m == 0 ? "warm-up" : "minute", m, rss[m] / n[m] / 1024, rmax[m] / 1024, fds[m] / n[m], fmax[m], thr[m] / n[m], tmax[m], (ns[m] ? ser[m] / ns[m] : 0), smax[m]
     }' "$OUT/samples.csv" | tee -a "$SUMMARY"
 # First vs last full measured minute, by the mean.
 verdict=$(awk -F, -v w="$WARMUP" 'NR > 1 && $2 > 0 && $1 >= w { m = int(($1 - w) / 60) + 1; n[m]++; rss[m] += $2; fds[m] += $3; if (m > last) last = m }
     END {
-        if (n[last] < 50 && last > 1) last--
+        if (n[last] < 30 && last > 1) last--
         r0 = rss[1] / n[1]; r1 = rss[last] / n[last]; f0 = fds[1] / n[1]; f1 = fds[last] / n[last]
         gr = 100 * (r1 - r0) / r0; gf = 100 * (f1 - f0) / f0
         printf "first vs last measured minute (1 vs %d): RSS %.1f -> %.1f MB (%+.1f %%), fds %.0f -> %.0f (%+.1f %%)\n",
