@@ -369,7 +369,9 @@ mod tests {
             );
         }
         assert!(
-            text.contains(&format!("{UPSTREAM_DURATION}_count{{upstream=\"10.0.0.3:53\"}} 1")),
+            text.contains(&format!(
+                "{UPSTREAM_DURATION}_count{{upstream=\"10.0.0.3:53\"}} 1"
+            )),
             "{text}"
         );
         // A name that comes back starts a fresh series.

@@ -117,7 +117,12 @@ impl Snapshot {
     /// The labels of the series this snapshot counts into.
     pub fn series_labels(&self) -> SeriesLabels<'_> {
         SeriesLabels {
-            records: self.records.all().iter().map(|r| r.label.as_str()).collect(),
+            records: self
+                .records
+                .all()
+                .iter()
+                .map(|r| r.label.as_str())
+                .collect(),
             upstreams: self
                 .upstreams
                 .servers()

@@ -189,9 +189,7 @@ fn a_reload_stuck_reading_a_file_does_not_stall_the_answers() {
             runtime.shutdown_timeout(Duration::from_secs(2));
         }
     });
-    let (dns, reload) = started_rx
-        .recv_timeout(DEADLINE)
-        .expect("server started");
+    let (dns, reload) = started_rx.recv_timeout(DEADLINE).expect("server started");
     assert!(answered_within(dns, "docker.io.", Duration::from_secs(5)).is_some());
 
     // The hosts file becomes a FIFO (kept under a second name, to unblock
@@ -208,7 +206,10 @@ fn a_reload_stuck_reading_a_file_does_not_stall_the_answers() {
         if let Some(writer) = fifo.writer() {
             break writer;
         }
-        assert!(Instant::now() < deadline, "the reload never read the hosts file");
+        assert!(
+            Instant::now() < deadline,
+            "the reload never read the hosts file"
+        );
         std::thread::sleep(Duration::from_millis(5));
     };
     let during = answered_within(dns, "docker.io.", Duration::from_secs(2));
@@ -240,8 +241,14 @@ fn a_reload_stuck_reading_a_file_does_not_stall_the_answers() {
     serving.join().expect("server thread");
 
     let during = during.expect("a record query answered while the reload was stuck reading");
-    assert_eq!(a_records(&during), [std::net::Ipv4Addr::new(203, 0, 113, 10)]);
-    assert!(answered_new, "the reload went through once its file could be read");
+    assert_eq!(
+        a_records(&during),
+        [std::net::Ipv4Addr::new(203, 0, 113, 10)]
+    );
+    assert!(
+        answered_new,
+        "the reload went through once its file could be read"
+    );
 }
 
 /// Whether any line of the exposition is a series of `metric` whose labels
@@ -298,12 +305,24 @@ async fn a_reload_retires_the_series_of_what_it_removed_and_keeps_the_counts_of_
     }
     assert_eq!(answer_a(server.dns, "a.gone.test.").await, ["203.0.113.11"]);
     assert_eq!(answer_a(server.dns, "checked.test.").await, ["127.0.0.1"]);
-    assert_eq!(answer_a(server.dns, "kept.hosts.test.").await, ["203.0.113.20"]);
-    assert_eq!(answer_a(server.dns, "gone.hosts.test.").await, ["203.0.113.21"]);
+    assert_eq!(
+        answer_a(server.dns, "kept.hosts.test.").await,
+        ["203.0.113.20"]
+    );
+    assert_eq!(
+        answer_a(server.dns, "gone.hosts.test.").await,
+        ["203.0.113.21"]
+    );
     kept_upstream.set_handler(|_, _| Reply::Drop);
-    assert_eq!(answer_a(server.dns, "forwarded.test.").await, ["198.51.100.7"]);
+    assert_eq!(
+        answer_a(server.dns, "forwarded.test.").await,
+        ["198.51.100.7"]
+    );
     kept_upstream.set_handler(default_reply);
-    assert_eq!(answer_a(server.dns, "forwarded2.test.").await, ["198.51.100.7"]);
+    assert_eq!(
+        answer_a(server.dns, "forwarded2.test.").await,
+        ["198.51.100.7"]
+    );
 
     let dropped = format!("upstream=\"{}\"", dropped_upstream.addr);
     let kept = format!("upstream=\"{}\"", kept_upstream.addr);
@@ -376,7 +395,10 @@ async fn a_reload_retires_the_series_of_what_it_removed_and_keeps_the_counts_of_
         Some(2.0)
     );
     assert_eq!(
-        metric_value(&after, &format!("{RECORD_HITS}{{record=\"kept.hosts.test\"}}")),
+        metric_value(
+            &after,
+            &format!("{RECORD_HITS}{{record=\"kept.hosts.test\"}}")
+        ),
         Some(1.0)
     );
     assert_eq!(metric_value(&after, &kept_errors), Some(errors_before));
