@@ -5,7 +5,9 @@
 # quiet stretch, then again while RELOADS SIGHUPs are sent GAP seconds apart
 # (each one parses and compiles the whole file). Prints p50/p99/p99.9/max of
 # both stretches and how long each reload took (from the log). Runs in a
-# private network namespace (root), like soak.sh.
+# private network namespace (root), like soak.sh. RELOAD_LATENCY_WORKERS sets
+# the runtime's worker threads (TOKIO_WORKER_THREADS; default: one per core):
+# 1 is what a pod with a CPU limit of one core gets.
 #
 #   bash bench/reload_latency.sh [BIN] [LINES] [RELOADS] [GAP] [QPS]
 #   # defaults: target/release/accel-dns 200000 5 3 2000
@@ -20,7 +22,8 @@ QPS=${5:-2000}
 NICE=${RELOAD_LATENCY_NICE:--10}
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 if [[ -z ${RELOAD_LATENCY_IN_NETNS:-} ]]; then
-    exec unshare --net -- env RELOAD_LATENCY_IN_NETNS=1 RELOAD_LATENCY_NICE="${RELOAD_LATENCY_NICE:--10}" bash "${BASH_SOURCE[0]}" "$BIN" "$LINES" "$RELOADS" "$GAP" "$QPS"
+    exec unshare --net -- env RELOAD_LATENCY_IN_NETNS=1 RELOAD_LATENCY_NICE="${RELOAD_LATENCY_NICE:--10}" \
+        RELOAD_LATENCY_WORKERS="${RELOAD_LATENCY_WORKERS:-}" bash "${BASH_SOURCE[0]}" "$BIN" "$LINES" "$RELOADS" "$GAP" "$QPS"
 fi
 ip link set lo up
 for tool in dig dnsperf python3; do
@@ -48,6 +51,7 @@ level = "info"
 [records]
 hosts_files = ["$DIR/big.hosts"]
 CONF
+if [[ -n ${RELOAD_LATENCY_WORKERS:-} ]]; then export TOKIO_WORKER_THREADS=$RELOAD_LATENCY_WORKERS; fi
 nice -n "$NICE" "$BIN" serve --config "$DIR/accel-dns.toml" 2>"$DIR/server.log" &
 PID=$!
 PIDS+=("$PID")
@@ -87,7 +91,7 @@ for _ in $(seq "$RELOADS"); do
 done
 wait "$LOAD" || true
 reloaded=$(($(grep -c "configuration reloaded" "$DIR/server.log" || true) - reloads_before))
-echo "binary: $BIN"
+echo "binary: $BIN; runtime workers: ${RELOAD_LATENCY_WORKERS:-one per core}"
 echo "hosts file: $LINES lines ($(du -h "$DIR/big.hosts" | cut -f1)); cache hits at $QPS/s; $RELOADS SIGHUPs ${GAP}s apart, $reloaded reloads logged"
 summary quiet
 summary during
