@@ -9,8 +9,8 @@
 //! the configuration (stat, read and hash of the files, parse, compile, the
 //! cache copy, the swap, retiring metric series) runs on tokio's blocking
 //! pool, never on a runtime worker: with a 200,000-line hosts file a reload
-//! is tens to hundreds of milliseconds of CPU, and on a 2-core node a worker
-//! busy that long stalls half of the answers. The poll compares each file's
+//! is about a second of CPU, and a worker busy that long stalls the answers
+//! queued on it (all of them on a one-core pod; `docs/robustness.md`). The poll compares each file's
 //! metadata (device, inode, size, mtime, ctime) and reads contents only when
 //! that changed; a watcher event always compares contents.
 
