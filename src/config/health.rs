@@ -1,0 +1,218 @@
+//! `health_check = { ... }` of a record (SPEC §8), validated: the timing,
+//! and what one probe checks beyond the TCP connect — a TLS handshake
+//! (`tls`, verified against the system's roots or `ca_file`) and an HTTP/1.1
+//! `GET` (`path`). Everything a probe needs is resolved here, at load, so
+//! that a bad CA file or a wildcard without a TLS name fails `check` and a
+//! reload rather than the first probe.
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hickory_proto::rr::Name;
+use rustls::RootCertStore;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+
+use super::raw::{RawHealthCheck, TlsValue};
+use super::types::RecordName;
+
+/// `health_check` of a record (SPEC §8). Two records whose checks are equal
+/// (and that probe the same address) share one probe.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HealthCheckConfig {
+    /// TCP port probed.
+    pub port: u16,
+    /// Time between probes.
+    pub interval: Duration,
+    /// Longest time one whole probe (connect, handshake, request) may take.
+    pub timeout: Duration,
+    /// Consecutive failures that take an address down.
+    pub fall: u32,
+    /// Consecutive successes that bring it back.
+    pub rise: u32,
+    /// A TLS handshake after the connect, when asked for.
+    pub tls: Option<TlsCheck>,
+    /// An HTTP/1.1 `GET` after the connect (over TLS when `tls` is set).
+    pub http: Option<HttpCheck>,
+}
+
+/// The TLS part of a probe.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TlsCheck {
+    /// Sent as SNI; the certificate must be valid for it.
+    pub server_name: Name,
+    /// The CAs from `ca_file`; `None`: the system's trust store.
+    pub ca: Option<CaBundle>,
+}
+
+/// The HTTP part of a probe: up only if the status is below 500.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HttpCheck {
+    /// The request target, such as `/v2/`.
+    pub path: String,
+    /// The `Host`: the TLS server name, or the record's name for plain HTTP.
+    pub host: Name,
+}
+
+/// The certificates of a `ca_file`, parsed and checked at load.
+#[derive(Debug, Clone)]
+pub struct CaBundle {
+    /// The file, resolved against the config file's directory.
+    pub path: PathBuf,
+    /// Its certificates as trust anchors.
+    pub roots: Arc<RootCertStore>,
+    /// The certificates as read: what makes two bundles the same (a CA file
+    /// rewritten with other contents is another check, and starts over).
+    certificates: Arc<[CertificateDer<'static>]>,
+}
+
+impl PartialEq for CaBundle {
+    fn eq(&self, other: &Self) -> bool {
+        self.path == other.path && self.certificates == other.certificates
+    }
+}
+
+impl Eq for CaBundle {}
+
+impl Hash for CaBundle {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.path.hash(state);
+        self.certificates.hash(state);
+    }
+}
+
+impl CaBundle {
+    /// Reads the PEM file at `path`: at least one certificate, each usable
+    /// as a trust anchor. The error says what is wrong with the file.
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let bytes = std::fs::read(path)
+            .map_err(|e| format!("ca_file {}: cannot read: {e}", path.display()))?;
+        let certificates = CertificateDer::pem_slice_iter(&bytes)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("ca_file {}: invalid PEM: {e}", path.display()))?;
+        if certificates.is_empty() {
+            return Err(format!(
+                "ca_file {}: no \"BEGIN CERTIFICATE\" block in the file",
+                path.display()
+            ));
+        }
+        let mut roots = RootCertStore::empty();
+        for certificate in &certificates {
+            roots.add(certificate.clone()).map_err(|e| {
+                format!(
+                    "ca_file {}: a certificate cannot be used as a CA: {e}",
+                    path.display()
+                )
+            })?;
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            roots: Arc::new(roots),
+            certificates: certificates.into(),
+        })
+    }
+}
+
+/// Why a `health_check` is invalid, and at which byte of the file.
+#[derive(Debug)]
+pub(super) struct CheckError {
+    /// Where: the offending key, else `None` for the record itself.
+    pub offset: Option<usize>,
+    /// What is wrong (without the record's name).
+    pub message: String,
+}
+
+impl CheckError {
+    fn at(offset: usize, message: impl Into<String>) -> Self {
+        Self {
+            offset: Some(offset),
+            message: message.into(),
+        }
+    }
+}
+
+/// Validates the `health_check` of the record `name`; `base_dir` is where
+/// a relative `ca_file` is found (the config file's directory).
+pub(super) fn validate(
+    raw: &RawHealthCheck,
+    name: &RecordName,
+    base_dir: &Path,
+) -> Result<HealthCheckConfig, CheckError> {
+    if raw.port == 0 || raw.fall == 0 || raw.rise == 0 {
+        return Err(CheckError {
+            offset: None,
+            message: "health_check port, fall and rise must be at least 1".into(),
+        });
+    }
+    if raw.interval.0.is_zero() || raw.timeout.0.is_zero() {
+        return Err(CheckError {
+            offset: None,
+            message: "health_check interval and timeout must be more than 0s".into(),
+        });
+    }
+    let server_name = match raw.tls.as_ref().map(|t| (t.span().start, t.get_ref())) {
+        None | Some((_, TlsValue::Enabled(false))) => None,
+        Some((_, TlsValue::Name(named))) => Some(named.0.clone()),
+        Some((offset, TlsValue::Enabled(true))) => match name {
+            RecordName::Exact(exact) => Some(Name::from(exact.clone())),
+            RecordName::Wildcard(_) => {
+                return Err(CheckError::at(
+                    offset,
+                    "health_check tls = true on a wildcard record: name the server to verify, \
+                     such as tls = \"registry-1.docker.io\"",
+                ));
+            }
+        },
+    };
+    let ca = match &raw.ca_file {
+        None => None,
+        Some(file) if server_name.is_none() => {
+            return Err(CheckError::at(
+                file.span().start,
+                "health_check ca_file needs tls (it verifies the TLS certificate)",
+            ));
+        }
+        Some(file) => Some(
+            CaBundle::load(&base_dir.join(file.get_ref()))
+                .map_err(|message| CheckError::at(file.span().start, message))?,
+        ),
+    };
+    let http = match &raw.path {
+        None => None,
+        Some(path) => {
+            let text = path.get_ref();
+            let valid = text.starts_with('/')
+                && text
+                    .parse::<hyper::http::uri::PathAndQuery>()
+                    .is_ok_and(|p| p.as_str() == text);
+            if !valid {
+                return Err(CheckError::at(
+                    path.span().start,
+                    format!(
+                        "health_check path {text:?} is not an absolute request path such as \"/v2/\""
+                    ),
+                ));
+            }
+            // Plain HTTP to a wildcard record asks for the name below the
+            // star: the only name the record itself gives.
+            let host = server_name.clone().unwrap_or_else(|| match name {
+                RecordName::Exact(exact) | RecordName::Wildcard(exact) => Name::from(exact.clone()),
+            });
+            Some(HttpCheck {
+                path: text.clone(),
+                host,
+            })
+        }
+    };
+    Ok(HealthCheckConfig {
+        port: raw.port,
+        interval: raw.interval.0,
+        timeout: raw.timeout.0,
+        fall: raw.fall,
+        rise: raw.rise,
+        tls: server_name.map(|server_name| TlsCheck { server_name, ca }),
+        http,
+    })
+}
