@@ -166,6 +166,15 @@ pub(super) fn validate(
             }
         },
     };
+    if let (Some(tls), Some(sni)) = (&raw.tls, &server_name) {
+        let text = sni.to_ascii();
+        if rustls::pki_types::ServerName::try_from(text.trim_end_matches('.')).is_err() {
+            return Err(CheckError::at(
+                tls.span().start,
+                format!("health_check tls: {text:?} cannot be sent as a TLS server name"),
+            ));
+        }
+    }
     let ca = match &raw.ca_file {
         None => None,
         Some(file) if server_name.is_none() => {
@@ -215,4 +224,103 @@ pub(super) fn validate(
         tls: server_name.map(|server_name| TlsCheck { server_name, ca }),
         http,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{LoadEnv, RecordData, parse};
+    use std::path::Path;
+
+    fn load(dir: &Path, text: &str) -> Result<crate::config::Config, String> {
+        let resolv = dir.join("resolv.conf");
+        std::fs::write(&resolv, "nameserver 10.0.0.2\n").expect("write");
+        let path = dir.join("accel-dns.toml");
+        parse(
+            text,
+            Some(&path),
+            &LoadEnv {
+                resolv_conf: resolv,
+            },
+        )
+        .map_err(|e| e.to_string())
+    }
+
+    const CA: &str = "-----BEGIN CERTIFICATE-----
+MIIBbTCCAROgAwIBAgIUR8sCeUDLclp/D3mvMRuh8J+/T8UwCgYIKoZIzj0EAwIw
+HDEaMBgGA1UEAwwRYWNjZWwtZG5zIHRlc3QgQ0EwHhcNNzUwMTAxMDAwMDAwWhcN
+NDA5NjAxMDEwMDAwMDBaMBwxGjAYBgNVBAMMEWFjY2VsLWRucyB0ZXN0IENBMFkw
+EwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE
+-----END CERTIFICATE-----
+";
+
+    #[test]
+    fn tls_ca_file_and_path_are_validated_where_they_are_written() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("empty.pem"), "no certificate here\n").expect("write");
+        std::fs::write(dir.path().join("broken.pem"), CA).expect("write");
+        let record = |name: &str, check: &str| {
+            format!("[[record]]\nname = \"{name}\"\na = [\"192.0.2.1\"]\nhealth_check = {{ port = 443, {check} }}\n")
+        };
+        let cases = [
+            (record("*.docker.io", "tls = true"), ":4:", "tls = true on a wildcard record"),
+            (record("docker.io", "tls = 5"), ":4:", "true, false, or the server name"),
+            (record("docker.io", "tls = \"a..b\""), ":4:", "empty label"),
+            (record("docker.io", "ca_file = \"ca.pem\""), ":4:", "ca_file needs tls"),
+            (
+                record("docker.io", "tls = true, ca_file = \"missing.pem\""),
+                ":4:",
+                "missing.pem: cannot read",
+            ),
+            (
+                record("docker.io", "tls = true, ca_file = \"empty.pem\""),
+                ":4:",
+                "no \"BEGIN CERTIFICATE\" block",
+            ),
+            (
+                record("docker.io", "tls = true, ca_file = \"broken.pem\""),
+                ":4:",
+                "broken.pem",
+            ),
+            (record("docker.io", "path = \"v2/\""), ":4:", "not an absolute request path"),
+            (record("docker.io", "path = \"/a b\""), ":4:", "not an absolute request path"),
+            (record("docker.io", "tls = true, sni = \"x\""), ":4:", "unknown field `sni`"),
+        ];
+        for (text, location, problem) in cases {
+            let error = load(dir.path(), &text).expect_err(&text);
+            assert!(
+                error.contains(&format!("accel-dns.toml{location}")) && error.contains(problem),
+                "{text}: {error}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_names_of_a_probe_come_from_the_record_or_from_tls() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let text = "[[record]]\nname = \"docker.io\"\ncname = \"ga.accel.test\"\n\
+                    health_check = { port = 443, tls = true, path = \"/v2/\" }\n\
+                    [[record]]\nname = \"*.docker.io\"\na = [\"192.0.2.1\"]\n\
+                    health_check = { port = 443, tls = \"Registry-1.Docker.io\" }\n\
+                    [[record]]\nname = \"plain.test\"\na = [\"192.0.2.1\"]\n\
+                    health_check = { port = 8080, path = \"/healthz\", tls = false }\n";
+        let config = load(dir.path(), text).expect("valid");
+        let checks: Vec<_> = config
+            .records
+            .entries
+            .iter()
+            .map(|r| r.health_check.clone().expect("checked"))
+            .collect();
+        assert!(matches!(config.records.entries[0].data, RecordData::Cname(_)));
+        let tls = checks[0].tls.as_ref().expect("tls");
+        assert_eq!(tls.server_name.to_ascii(), "docker.io.");
+        assert!(tls.ca.is_none());
+        let http = checks[0].http.as_ref().expect("http");
+        assert_eq!((http.path.as_str(), http.host.to_ascii()), ("/v2/", "docker.io.".into()));
+        let wildcard = checks[1].tls.as_ref().expect("tls");
+        assert_eq!(wildcard.server_name.to_ascii(), "registry-1.docker.io.");
+        assert!(checks[1].http.is_none());
+        assert!(checks[2].tls.is_none());
+        let plain = checks[2].http.as_ref().expect("http");
+        assert_eq!(plain.host.to_ascii(), "plain.test.");
+    }
 }

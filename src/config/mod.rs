@@ -409,6 +409,19 @@ impl Config {
     pub fn watched_files(&self) -> Vec<PathBuf> {
         let mut files: Vec<PathBuf> = self.path.iter().cloned().collect();
         files.extend(self.records.hosts_files.iter().cloned());
+        // A CA file rotated in place is a new check (SPEC §8), as a hosts
+        // file edited in place is new records.
+        for record in &self.records.entries {
+            if let Some(ca) = record
+                .health_check
+                .as_ref()
+                .and_then(|c| c.tls.as_ref())
+                .and_then(|t| t.ca.as_ref())
+                && !files.contains(&ca.path)
+            {
+                files.push(ca.path.clone());
+            }
+        }
         if self.upstream.uses_system {
             files.push(self.upstream.resolv_conf.clone());
         }
