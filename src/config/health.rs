@@ -259,13 +259,27 @@ EwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE
         std::fs::write(dir.path().join("empty.pem"), "no certificate here\n").expect("write");
         std::fs::write(dir.path().join("broken.pem"), CA).expect("write");
         let record = |name: &str, check: &str| {
-            format!("[[record]]\nname = \"{name}\"\na = [\"192.0.2.1\"]\nhealth_check = {{ port = 443, {check} }}\n")
+            format!(
+                "[[record]]\nname = \"{name}\"\na = [\"192.0.2.1\"]\nhealth_check = {{ port = 443, {check} }}\n"
+            )
         };
         let cases = [
-            (record("*.docker.io", "tls = true"), ":4:", "tls = true on a wildcard record"),
-            (record("docker.io", "tls = 5"), ":4:", "true, false, or the server name"),
+            (
+                record("*.docker.io", "tls = true"),
+                ":4:",
+                "tls = true on a wildcard record",
+            ),
+            (
+                record("docker.io", "tls = 5"),
+                ":4:",
+                "true, false, or the server name",
+            ),
             (record("docker.io", "tls = \"a..b\""), ":4:", "empty label"),
-            (record("docker.io", "ca_file = \"ca.pem\""), ":4:", "ca_file needs tls"),
+            (
+                record("docker.io", "ca_file = \"ca.pem\""),
+                ":4:",
+                "ca_file needs tls",
+            ),
             (
                 record("docker.io", "tls = true, ca_file = \"missing.pem\""),
                 ":4:",
@@ -281,9 +295,21 @@ EwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE
                 ":4:",
                 "broken.pem",
             ),
-            (record("docker.io", "path = \"v2/\""), ":4:", "not an absolute request path"),
-            (record("docker.io", "path = \"/a b\""), ":4:", "not an absolute request path"),
-            (record("docker.io", "tls = true, sni = \"x\""), ":4:", "unknown field `sni`"),
+            (
+                record("docker.io", "path = \"v2/\""),
+                ":4:",
+                "not an absolute request path",
+            ),
+            (
+                record("docker.io", "path = \"/a b\""),
+                ":4:",
+                "not an absolute request path",
+            ),
+            (
+                record("docker.io", "tls = true, sni = \"x\""),
+                ":4:",
+                "unknown field `sni`",
+            ),
         ];
         for (text, location, problem) in cases {
             let error = load(dir.path(), &text).expect_err(&text);
@@ -310,12 +336,18 @@ EwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE
             .iter()
             .map(|r| r.health_check.clone().expect("checked"))
             .collect();
-        assert!(matches!(config.records.entries[0].data, RecordData::Cname(_)));
+        assert!(matches!(
+            config.records.entries[0].data,
+            RecordData::Cname(_)
+        ));
         let tls = checks[0].tls.as_ref().expect("tls");
         assert_eq!(tls.server_name.to_ascii(), "docker.io.");
         assert!(tls.ca.is_none());
         let http = checks[0].http.as_ref().expect("http");
-        assert_eq!((http.path.as_str(), http.host.to_ascii()), ("/v2/", "docker.io.".into()));
+        assert_eq!(
+            (http.path.as_str(), http.host.to_ascii()),
+            ("/v2/", "docker.io.".into())
+        );
         let wildcard = checks[1].tls.as_ref().expect("tls");
         assert_eq!(wildcard.server_name.to_ascii(), "registry-1.docker.io.");
         assert!(checks[1].http.is_none());
