@@ -726,7 +726,10 @@ async fn tls_and_http_probes_see_what_a_tcp_connect_cannot() {
     // 503: the HTTP probe steps its record aside; the handshake and the
     // connect still succeed.
     edge[0].set(Mode::Tls(Some(503)));
-    until_answer(&server, "edge.test.", &["198.51.100.7"]).await;
+    let took = until_answer(&server, "edge.test.", &["198.51.100.7"]).await;
+    eprintln!(
+        "HTTP 503: path probe stepped the record aside after {took:?} (fall 2 × {INTERVAL:?})"
+    );
     assert_eq!(server.metric(&record_up("edge.test")).await, Some(0.0));
     assert_eq!(
         server.metric(&endpoint_up("edge.test", "127.0.0.41")).await,
@@ -956,7 +959,8 @@ async fn a_health_checked_cname_record_steps_aside_when_its_target_fails() {
 
     // Both down: the record steps aside, docker.io comes from upstream.
     edges[1].set(Mode::Garbage);
-    until_answer(&server, "docker.io.", &["198.51.100.7"]).await;
+    let took = until_answer(&server, "docker.io.", &["198.51.100.7"]).await;
+    eprintln!("CNAME record, every address down: stepped aside after {took:?}");
     assert!(!is_cname(
         &query_udp(server.dns, "docker.io.", RecordType::A).await
     ));
@@ -1007,7 +1011,8 @@ async fn a_health_checked_cname_record_steps_aside_when_its_target_fails() {
 
     // The target does not resolve (NXDOMAIN): the record steps aside.
     targets.lock().expect("lock").clear();
-    until_answer(&server, "docker.io.", &["198.51.100.7"]).await;
+    let took = until_answer(&server, "docker.io.", &["198.51.100.7"]).await;
+    eprintln!("CNAME target NXDOMAIN: record stepped aside after {took:?} (fall 2 × {INTERVAL:?})");
     assert!(!is_cname(
         &query_udp(server.dns, "docker.io.", RecordType::A).await
     ));
