@@ -87,7 +87,7 @@ impl CaBundle {
     /// Reads the PEM file at `path`: at least one certificate, each usable
     /// as a trust anchor. The error says what is wrong with the file.
     pub fn load(path: &Path) -> Result<Self, String> {
-        let bytes = std::fs::read(path)
+        let bytes = read_bounded(path)
             .map_err(|e| format!("ca_file {}: cannot read: {e}", path.display()))?;
         let certificates = CertificateDer::pem_slice_iter(&bytes)
             .collect::<Result<Vec<_>, _>>()
@@ -113,6 +113,25 @@ impl CaBundle {
             certificates: certificates.into(),
         })
     }
+}
+
+/// The largest CA file read: several times a distribution's whole bundle.
+/// A config naming `/dev/zero` then fails at once instead of filling memory.
+const MAX_CA_FILE: u64 = 4 * 1024 * 1024;
+
+fn read_bounded(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(MAX_CA_FILE + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_CA_FILE {
+        return Err(std::io::Error::other(format!(
+            "larger than {} MiB",
+            MAX_CA_FILE / (1024 * 1024)
+        )));
+    }
+    Ok(bytes)
 }
 
 /// Why a `health_check` is invalid, and at which byte of the file.
@@ -294,6 +313,11 @@ EwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE
                 record("docker.io", "tls = true, ca_file = \"broken.pem\""),
                 ":4:",
                 "broken.pem",
+            ),
+            (
+                record("docker.io", "tls = true, ca_file = \"/dev/zero\""),
+                ":4:",
+                "/dev/zero: cannot read: larger than 4 MiB",
             ),
             (
                 record("docker.io", "path = \"v2/\""),
