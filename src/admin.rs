@@ -14,7 +14,6 @@ use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::records::Answer;
 use crate::resolve::Resolver;
 
 /// What the admin endpoint reads.
@@ -57,14 +56,10 @@ impl AdminState {
         let mut endpoints: BTreeMap<(&str, String), bool> = BTreeMap::new();
         for record in snapshot.records.all().iter().filter(|r| r.health_checked) {
             *records.entry(record.label.as_str()).or_insert(true) &= record.is_active();
-            if let Answer::Addresses { a, aaaa } = &record.answer {
-                let v4 = a.iter().map(|x| (x.ip.to_string(), x.is_up()));
-                let v6 = aaaa.iter().map(|x| (x.ip.to_string(), x.is_up()));
-                for (address, up) in v4.chain(v6) {
-                    *endpoints
-                        .entry((record.label.as_str(), address))
-                        .or_insert(true) &= up;
-                }
+            for (address, up) in record.endpoints() {
+                *endpoints
+                    .entry((record.label.as_str(), address.to_string()))
+                    .or_insert(true) &= up;
             }
         }
         // Reset and refill as one step: a concurrent scrape must not render

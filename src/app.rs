@@ -90,6 +90,9 @@ impl Server {
             shared.metrics.clone(),
             loops.clone(),
         ));
+        // CNAME targets are health-checked through the running resolver.
+        let target_resolver: Arc<dyn crate::health::TargetResolver> = resolver.clone();
+        shared.health.set_resolver(Arc::downgrade(&target_resolver));
         reload::start_snapshot_tasks(&snapshot, &loops, &shared.health);
         shared.metrics.loaded_at_start();
 

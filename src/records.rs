@@ -12,7 +12,7 @@ use ipnet::IpNet;
 use prometheus::IntCounter;
 
 use crate::config::{Config, RecordData, RecordName};
-use crate::health::{Endpoint, HealthRegistry};
+use crate::health::{Endpoint, HealthRegistry, TargetHealth};
 use crate::metrics::Metrics;
 
 /// One address of a record, with its probe when the record is health-checked.
@@ -58,6 +58,9 @@ pub struct CompiledRecord {
     pub clients: Vec<IpNet>,
     /// Whether any address is health-checked.
     pub health_checked: bool,
+    /// A health-checked CNAME record's target: whether it resolves to an
+    /// address that is up (SPEC §8).
+    pub target_health: Option<Arc<TargetHealth>>,
     /// `accel_dns_record_hits_total{record}`.
     pub hits: IntCounter,
 }
@@ -66,11 +69,28 @@ impl CompiledRecord {
     /// Whether the record answers at all: not every checked address is down.
     pub fn is_active(&self) -> bool {
         match &self.answer {
-            Answer::Cname(_) => true,
+            Answer::Cname(_) => self.target_health.as_ref().is_none_or(|t| t.is_up()),
             Answer::Addresses { a, aaaa } => {
                 !self.health_checked
                     || a.iter().any(RecordAddress::is_up)
                     || aaaa.iter().any(RecordAddress::is_up)
+            }
+        }
+    }
+
+    /// Every probed address with its verdict: the record's own, or those
+    /// its CNAME target resolves to now (for `accel_dns_endpoint_up`).
+    pub fn endpoints(&self) -> Vec<(IpAddr, bool)> {
+        match &self.answer {
+            Answer::Cname(_) => self
+                .target_health
+                .as_ref()
+                .map(|t| t.endpoints())
+                .unwrap_or_default(),
+            Answer::Addresses { a, aaaa } => {
+                let v4 = a.iter().map(|x| (IpAddr::V4(x.ip), x.is_up()));
+                let v6 = aaaa.iter().map(|x| (IpAddr::V6(x.ip), x.is_up()));
+                v4.chain(v6).collect()
             }
         }
     }
@@ -124,8 +144,16 @@ impl RecordTable {
         let mut table = Self::default();
         for record in &config.records.entries {
             let label = record.name.label();
-            let probe_for =
-                |ip: IpAddr| record.health_check.map(|check| health.endpoint(ip, check));
+            let probe_for = |ip: IpAddr| {
+                record
+                    .health_check
+                    .as_ref()
+                    .map(|check| health.endpoint(ip, check))
+            };
+            let target_health = match (&record.data, &record.health_check) {
+                (RecordData::Cname(target), Some(check)) => Some(health.target(target, check)),
+                _ => None,
+            };
             let answer = match &record.data {
                 RecordData::Cname(target) => Answer::Cname(target.clone()),
                 RecordData::Addresses { a, aaaa } => Answer::Addresses {
@@ -151,6 +179,7 @@ impl RecordTable {
                 ttl: record.ttl,
                 clients: record.clients.clone(),
                 health_checked: record.health_check.is_some(),
+                target_health,
             });
             let slot = match &record.name {
                 RecordName::Exact(name) => table.exact.entry(Name::from(name.clone())).or_default(),
@@ -189,6 +218,7 @@ impl RecordTable {
                 ttl: config.records.ttl,
                 clients: Vec::new(),
                 health_checked: false,
+                target_health: None,
             });
             table.hosts.insert(name, compiled.clone());
             table.all.push(compiled);

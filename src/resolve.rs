@@ -7,6 +7,8 @@
 //! [`Pending`] query for [`Resolver::finish`], which the listener runs in a
 //! task of its own.
 
+mod lookup;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

@@ -9,6 +9,7 @@
 //! by the configuration.
 
 mod error;
+mod health;
 mod hosts;
 mod raw;
 mod types;
@@ -23,6 +24,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 pub use error::{ConfigError, Location};
+pub use health::{CaBundle, HealthCheckConfig, HttpCheck, TlsCheck};
 pub use hosts::HostsEntry;
 pub use types::{DomainName, NameError, RecordName, UpstreamSpec, parse_domain_name};
 
@@ -159,7 +161,7 @@ pub struct RecordConfig {
     pub ttl: u32,
     /// Client networks this record answers; empty means everyone.
     pub clients: Vec<IpNet>,
-    /// TCP health check of the addresses.
+    /// Health check of the addresses, or of what the CNAME target resolves to.
     pub health_check: Option<HealthCheckConfig>,
     /// Line of the record in the config file (for logs).
     pub line: usize,
@@ -177,21 +179,6 @@ pub enum RecordData {
     },
     /// An alias whose target is resolved into the same answer.
     Cname(Name),
-}
-
-/// `health_check` of a record (SPEC §8).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct HealthCheckConfig {
-    /// TCP port probed.
-    pub port: u16,
-    /// Time between probes.
-    pub interval: Duration,
-    /// Connect timeout of one probe.
-    pub timeout: Duration,
-    /// Consecutive failures that take an address down.
-    pub fall: u32,
-    /// Consecutive successes that bring it back.
-    pub rise: u32,
 }
 
 /// Where the loader looks for things outside the config file.
@@ -383,37 +370,14 @@ impl Config {
             }
             let health_check = match &record.health_check {
                 None => None,
-                Some(_) if matches!(data, RecordData::Cname(_)) => {
-                    return Err(err(
-                        offset,
-                        format!("record {label}: health_check is only allowed on address records"),
-                    ));
-                }
-                Some(check) => {
-                    if check.port == 0 || check.fall == 0 || check.rise == 0 {
-                        return Err(err(
-                            offset,
-                            format!(
-                                "record {label}: health_check port, fall and rise must be at least 1"
-                            ),
-                        ));
-                    }
-                    if check.interval.0.is_zero() || check.timeout.0.is_zero() {
-                        return Err(err(
-                            offset,
-                            format!(
-                                "record {label}: health_check interval and timeout must be more than 0s"
-                            ),
-                        ));
-                    }
-                    Some(HealthCheckConfig {
-                        port: check.port,
-                        interval: check.interval.0,
-                        timeout: check.timeout.0,
-                        fall: check.fall,
-                        rise: check.rise,
-                    })
-                }
+                Some(check) => Some(health::validate(check, &record.name, &base_dir).map_err(
+                    |e| {
+                        err(
+                            e.offset.unwrap_or(offset),
+                            format!("record {label}: {}", e.message),
+                        )
+                    },
+                )?),
             };
             entries.push(RecordConfig {
                 name: record.name.clone(),
@@ -445,6 +409,19 @@ impl Config {
     pub fn watched_files(&self) -> Vec<PathBuf> {
         let mut files: Vec<PathBuf> = self.path.iter().cloned().collect();
         files.extend(self.records.hosts_files.iter().cloned());
+        // A CA file rotated in place is a new check (SPEC §8), as a hosts
+        // file edited in place is new records.
+        for record in &self.records.entries {
+            if let Some(ca) = record
+                .health_check
+                .as_ref()
+                .and_then(|c| c.tls.as_ref())
+                .and_then(|t| t.ca.as_ref())
+                && !files.contains(&ca.path)
+            {
+                files.push(ca.path.clone());
+            }
+        }
         if self.upstream.uses_system {
             files.push(self.upstream.resolv_conf.clone());
         }
@@ -617,10 +594,6 @@ mod tests {
             (
                 "[[record]]\nname = \"a.io\"\na = [\"1.2.3.4\"]\n[[record]]\nname = \"A.io.\"\na = [\"1.2.3.5\"]\n",
                 "more than once",
-            ),
-            (
-                "[[record]]\nname = \"a.io\"\ncname = \"b.io\"\nhealth_check = { port = 443 }\n",
-                "only allowed on address records",
             ),
             (
                 "[[record]]\nname = \"a.*.io\"\na = [\"1.2.3.4\"]\n",

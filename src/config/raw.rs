@@ -189,7 +189,7 @@ pub struct RawRecord {
     pub ttl: Option<u32>,
     /// Client networks this record answers (SPEC §9).
     pub clients: Option<Vec<IpNet>>,
-    /// TCP health check of the addresses (SPEC §8).
+    /// Health check of the addresses, or of what a CNAME target resolves to (SPEC §8).
     pub health_check: Option<RawHealthCheck>,
 }
 
@@ -211,6 +211,46 @@ pub struct RawHealthCheck {
     /// Consecutive successes that bring it back.
     #[serde(default = "default_rise")]
     pub rise: u32,
+    /// A TLS handshake after the connect: `true` (the record's name as
+    /// SNI) or the name to send.
+    pub tls: Option<Spanned<TlsValue>>,
+    /// PEM file of the CAs that verify the certificate, instead of the
+    /// system's trust store (relative to the config file).
+    pub ca_file: Option<Spanned<PathBuf>>,
+    /// An HTTP/1.1 `GET` of this path after the connect (and handshake).
+    pub path: Option<Spanned<String>>,
+}
+
+/// `tls = true | false | "NAME"` of a health check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsValue {
+    /// `true` or `false`.
+    Enabled(bool),
+    /// The server name to send as SNI and to verify the certificate for.
+    Name(DomainName),
+}
+
+impl<'de> Deserialize<'de> for TlsValue {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl de::Visitor<'_> for Visitor {
+            type Value = TlsValue;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(
+                    "true, false, or the server name to verify, such as \"registry-1.docker.io\"",
+                )
+            }
+            fn visit_bool<E: de::Error>(self, enabled: bool) -> Result<TlsValue, E> {
+                Ok(TlsValue::Enabled(enabled))
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<TlsValue, E> {
+                text.parse()
+                    .map(TlsValue::Name)
+                    .map_err(|e| E::custom(format!("tls: {e}")))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 fn default_interval() -> DurationValue {

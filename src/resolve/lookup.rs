@@ -1,0 +1,123 @@
+//! The resolver as the health checks of CNAME records see it (SPEC §8): a
+//! CNAME target's A and AAAA addresses, resolved as a client's query for
+//! them would be — through the records (CNAME chains included), the cache
+//! and upstream, sharing in-flight upstream queries — but without a client:
+//! no ACL, no query metrics, no query log. A child module of `resolve`, so
+//! that it reuses the chase and the single-flight fetch as they are.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+use hickory_proto::op::{Message, Query, ResponseCode};
+use hickory_proto::rr::{DNSClass, Name, RData, RecordType};
+
+use super::Resolver;
+use crate::cache::{Lookup, STALE_TTL};
+use crate::health::{TargetLookup, TargetResolver};
+use crate::wire::{self, ClientQuery, TtlRule};
+
+/// Who the records see asking: a client in no view, so that the records
+/// without `clients` answer (SPEC §9).
+const NO_CLIENT: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
+
+impl TargetResolver for Resolver {
+    fn addresses<'a>(&'a self, name: &'a Name) -> BoxFuture<'a, TargetLookup> {
+        async move {
+            let (a, aaaa) = futures_util::join!(
+                self.lookup(name, RecordType::A),
+                self.lookup(name, RecordType::AAAA)
+            );
+            match (a, aaaa) {
+                (Some(mut a), Some(aaaa)) => {
+                    a.extend(aaaa);
+                    if a.is_empty() {
+                        TargetLookup::NotFound
+                    } else {
+                        TargetLookup::Addresses(a)
+                    }
+                }
+                // One family answered: its addresses are enough to probe.
+                (Some(found), None) | (None, Some(found)) if !found.is_empty() => {
+                    TargetLookup::Addresses(found)
+                }
+                _ => TargetLookup::Failed,
+            }
+        }
+        .boxed()
+    }
+}
+
+impl Resolver {
+    /// The addresses of `name` for `query_type` (A or AAAA); empty for
+    /// NXDOMAIN or NODATA, `None` if resolving failed.
+    async fn lookup(&self, name: &Name, query_type: RecordType) -> Option<Vec<IpAddr>> {
+        let snapshot = self.snapshot();
+        let query = ClientQuery {
+            id: 0,
+            recursion_desired: true,
+            checking_disabled: false,
+            query: Query::query(name.clone(), query_type),
+            edns: None,
+        };
+        let message = match snapshot.records.lookup(name, NO_CLIENT.ip()) {
+            Some(record) => {
+                let record = record.clone();
+                self.chase(&snapshot, &query, NO_CLIENT, &record).await?
+            }
+            None => {
+                let key = snapshot.cache.key(name, query_type, DNSClass::IN, false);
+                let asked = wire::question_bytes(name, query_type, DNSClass::IN);
+                match snapshot.cache.get(&key, &asked, false) {
+                    Lookup::Fresh(entry) => entry.answer.to_message(entry.ttl_rule())?,
+                    _ => {
+                        let fetched = self
+                            .fetch(
+                                &snapshot,
+                                key,
+                                &asked,
+                                name,
+                                query_type,
+                                DNSClass::IN,
+                                false,
+                            )
+                            .await;
+                        match fetched {
+                            Ok(fetched) if fetched.wire().rcode() != ResponseCode::ServFail => {
+                                fetched.wire().to_message(fetched.ttl_rule())?
+                            }
+                            // Upstream down: what a client would get from
+                            // serve_stale is what the target resolves to.
+                            _ => match snapshot.cache.get(&key, &asked, false) {
+                                Lookup::Stale(entry) | Lookup::Fresh(entry)
+                                    if entry.answer.rcode() != ResponseCode::ServFail =>
+                                {
+                                    entry.answer.to_message(TtlRule::Fixed(STALE_TTL))?
+                                }
+                                _ => return None,
+                            },
+                        }
+                    }
+                }
+            }
+        };
+        addresses(&message)
+    }
+}
+
+fn addresses(message: &Message) -> Option<Vec<IpAddr>> {
+    match message.metadata.response_code {
+        ResponseCode::NoError | ResponseCode::NXDomain => Some(
+            message
+                .answers
+                .iter()
+                .filter_map(|record| match &record.data {
+                    RData::A(a) => Some(IpAddr::V4(a.0)),
+                    RData::AAAA(aaaa) => Some(IpAddr::V6(aaaa.0)),
+                    _ => None,
+                })
+                .collect(),
+        ),
+        _ => None,
+    }
+}
