@@ -6,6 +6,7 @@ mod admin;
 mod cache;
 mod cli;
 mod common;
+mod drain;
 mod forwarding;
 mod guard;
 mod health;
