@@ -14,5 +14,6 @@ mod hostile_clients;
 mod hostile_upstreams;
 mod reload;
 mod serving;
+mod single_flight_bounds;
 mod smoke;
 mod views;
