@@ -16,4 +16,5 @@ mod reload;
 mod serving;
 mod single_flight_bounds;
 mod smoke;
+mod source_ports;
 mod views;
