@@ -163,7 +163,12 @@ impl Resolver {
             Inbound::Query(query) => query,
             Inbound::Drop => return Handled::Drop,
             Inbound::Reject(message, rcode) => {
-                self.metrics.query(protocol, Outcome::Formerr);
+                let outcome = match rcode {
+                    ResponseCode::NotImp => Outcome::Notimp,
+                    ResponseCode::BADVERS => Outcome::Badvers,
+                    _ => Outcome::Formerr,
+                };
+                self.metrics.query(protocol, outcome);
                 tracing::debug!(%client, %rcode, "rejected a malformed query");
                 return error_reply(&message, packet);
             }

@@ -3,6 +3,7 @@
 //! process, deadlines instead of sleeps).
 
 mod admin;
+mod bad_edns;
 mod cache;
 mod cli;
 mod common;
