@@ -51,12 +51,14 @@ async fn upstream_source_ports_change_after_the_bound_and_no_answer_is_lost() {
         let dns = server.dns;
         async move {
             let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+            // Connected: only the server's datagrams reach it.
+            socket.connect(dns).await.expect("connect");
             let mut buf = vec![0u8; 4096];
             let mut answered = 0;
             for index in (client..total).step_by(clients) {
                 let query = query_message(&format!("n{index}.ports.test."), RecordType::A, None);
                 socket
-                    .send_to(&query.to_vec().expect("encode"), dns)
+                    .send(&query.to_vec().expect("encode"))
                     .await
                     .expect("send");
                 let len = tokio::time::timeout(Duration::from_secs(5), socket.recv(&mut buf))
