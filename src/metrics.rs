@@ -48,12 +48,16 @@ pub enum Outcome {
     Refused,
     /// SERVFAIL of this server's own.
     Servfail,
-    /// FORMERR, NOTIMP or BADVERS for a bad query.
+    /// FORMERR for a bad query (no question, two, a malformed OPT).
     Formerr,
+    /// NOTIMP for an opcode other than QUERY.
+    Notimp,
+    /// BADVERS for an EDNS version other than 0.
+    Badvers,
 }
 
 impl Outcome {
-    const ALL: [Outcome; 7] = [
+    const ALL: [Outcome; 9] = [
         Outcome::Record,
         Outcome::Cache,
         Outcome::Upstream,
@@ -61,6 +65,8 @@ impl Outcome {
         Outcome::Refused,
         Outcome::Servfail,
         Outcome::Formerr,
+        Outcome::Notimp,
+        Outcome::Badvers,
     ];
 
     /// The label value.
@@ -73,6 +79,8 @@ impl Outcome {
             Outcome::Refused => "refused",
             Outcome::Servfail => "servfail",
             Outcome::Formerr => "formerr",
+            Outcome::Notimp => "notimp",
+            Outcome::Badvers => "badvers",
         }
     }
 }
@@ -100,7 +108,7 @@ impl Protocol {
 #[derive(Debug, Clone)]
 pub struct Metrics {
     registry: Registry,
-    queries: [[IntCounter; 7]; 2],
+    queries: [[IntCounter; 9]; 2],
     upstream_duration: HistogramVec,
     upstream_errors: IntCounterVec,
     upstream_loops: IntCounterVec,

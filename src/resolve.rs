@@ -30,6 +30,20 @@ use crate::wire::{self, ClientQuery, Inbound, TtlRule, WireAnswer};
 /// Longest chain of CNAME records followed inside the records.
 pub const MAX_CNAME_CHAIN: usize = 8;
 
+/// Clients that may wait on one upstream query (the first included); the
+/// next identical query gets SERVFAIL at once (SPEC §7). Clients joining a
+/// query in flight take no upstream permit, so without this a flood of one
+/// uncached name at a slow upstream queued without bound (issue 11: 58 MB
+/// at 5,000 in flight). BIND's `clients-per-query` (10, growing to 100) is
+/// the same idea; 256 keeps a popular name's burst at expiry answered.
+pub const MAX_WAITERS_PER_NAME: usize = 256;
+
+/// Clients that may wait on upstream queries at once, over every name: a
+/// waiting client holds its task and query, about 2.3 KB, so this caps
+/// them near 10 MB. Above [`crate::upstream::MAX_IN_FLIGHT`] (2048) so that
+/// every upstream query in flight can have a few clients on it.
+pub const MAX_WAITERS: usize = 4096;
+
 /// What the listener does with a packet.
 pub enum Handled {
     /// Send these bytes back.
@@ -94,6 +108,19 @@ struct Running {
     question: Box<[u8]>,
     dnssec_ok: bool,
     future: InFlight,
+    /// Clients waiting on it now.
+    waiters: usize,
+    /// Tells this resolution from a later one for the same key.
+    flight: u64,
+}
+
+/// The single-flight table and its bounds' counts.
+#[derive(Default)]
+struct Flights {
+    running: HashMap<CacheKey, Running>,
+    /// Clients waiting on any entry of `running`.
+    waiting: usize,
+    next_flight: u64,
 }
 
 /// The query path over the current snapshot.
@@ -101,7 +128,7 @@ pub struct Resolver {
     snapshot: ArcSwap<Snapshot>,
     metrics: Metrics,
     loops: Arc<LoopGuard>,
-    in_flight: Mutex<HashMap<CacheKey, Running>>,
+    in_flight: Mutex<Flights>,
 }
 
 impl Resolver {
@@ -111,7 +138,7 @@ impl Resolver {
             snapshot: ArcSwap::new(snapshot),
             metrics,
             loops,
-            in_flight: Mutex::new(HashMap::new()),
+            in_flight: Mutex::new(Flights::default()),
         }
     }
 
@@ -138,7 +165,12 @@ impl Resolver {
             Inbound::Query(query) => query,
             Inbound::Drop => return Handled::Drop,
             Inbound::Reject(message, rcode) => {
-                self.metrics.query(protocol, Outcome::Formerr);
+                let outcome = match rcode {
+                    ResponseCode::NotImp => Outcome::Notimp,
+                    ResponseCode::BADVERS => Outcome::Badvers,
+                    _ => Outcome::Formerr,
+                };
+                self.metrics.query(protocol, outcome);
                 tracing::debug!(%client, %rcode, "rejected a malformed query");
                 return error_reply(&message, packet);
             }
@@ -504,42 +536,59 @@ impl Resolver {
             }))
         });
         let joined = {
-            let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
-            match in_flight.get(&key) {
+            let mut flights = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+            let full = flights.waiting >= MAX_WAITERS;
+            let next_flight = flights.next_flight;
+            let joined = match flights.running.get_mut(&key) {
                 Some(running)
                     if running.dnssec_ok == dnssec_ok
                         && running.question.eq_ignore_ascii_case(question) =>
                 {
-                    Some(running.future.clone())
+                    if full || running.waiters >= MAX_WAITERS_PER_NAME {
+                        return Err(UpstreamError::Overloaded);
+                    }
+                    running.waiters += 1;
+                    Some((running.future.clone(), running.flight))
                 }
                 // A different question with the same hash: resolve it on its own.
                 Some(_) => None,
                 None => {
+                    if full {
+                        return Err(UpstreamError::Overloaded);
+                    }
                     let Some(first) = resolve.take() else {
                         return Err(UpstreamError::AllFailed);
                     };
                     let future = first.boxed().shared();
-                    in_flight.insert(
+                    flights.running.insert(
                         key,
                         Running {
                             question: question.into(),
                             dnssec_ok,
                             future: future.clone(),
+                            waiters: 1,
+                            flight: next_flight,
                         },
                     );
-                    Some(future)
+                    flights.next_flight += 1;
+                    Some((future, next_flight))
                 }
+            };
+            if joined.is_some() {
+                flights.waiting += 1;
             }
+            joined
         };
-        let Some(shared) = joined else {
+        let Some((shared, flight)) = joined else {
             return match resolve {
                 Some(alone) => alone.await,
                 None => Err(UpstreamError::AllFailed),
             };
         };
         let _cleanup = InFlightGuard {
-            map: &self.in_flight,
+            flights: &self.in_flight,
             key,
+            flight,
         };
         shared.await
     }
@@ -583,20 +632,28 @@ impl Resolver {
     }
 }
 
-/// Removes a finished single-flight entry, whoever finishes first.
+/// Counts a waiting client out of the single-flight table when it is done
+/// (answered or cancelled), and removes the entry once it is finished or
+/// nobody waits on it any more.
 struct InFlightGuard<'a> {
-    map: &'a Mutex<HashMap<CacheKey, Running>>,
+    flights: &'a Mutex<Flights>,
     key: CacheKey,
+    flight: u64,
 }
 
 impl Drop for InFlightGuard<'_> {
     fn drop(&mut self) {
-        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        let done = map
-            .get(&self.key)
-            .is_some_and(|r| r.future.peek().is_some());
-        if done {
-            map.remove(&self.key);
+        let mut flights = self.flights.lock().unwrap_or_else(|e| e.into_inner());
+        flights.waiting = flights.waiting.saturating_sub(1);
+        let remove = match flights.running.get_mut(&self.key) {
+            Some(running) if running.flight == self.flight => {
+                running.waiters = running.waiters.saturating_sub(1);
+                running.waiters == 0 || running.future.peek().is_some()
+            }
+            _ => false,
+        };
+        if remove {
+            flights.running.remove(&self.key);
         }
     }
 }

@@ -418,14 +418,20 @@ struct Connection {
 
 impl Connection {
     /// Reads length-prefixed queries and writes answers as they complete
-    /// (RFC 7766 pipelining). A frame must arrive whole within the idle
-    /// timeout. From shutdown on (`drain_until` set) the connection still
-    /// answers what the client sends, but closes once it has been quiet for
-    /// [`TCP_DRAIN_IDLE`] or the drain time is over: a query already on its
-    /// way is answered rather than cut off by the close.
-    async fn serve(self, stream: TcpStream, client: SocketAddr, mut drain_until: Option<Instant>) {
+    /// (RFC 7766 pipelining). Waiting for a frame to begin is bounded by the
+    /// idle timeout, and a frame once begun must arrive whole within it.
+    ///
+    /// From shutdown on (`drain_until` set) the connection is never what
+    /// holds the exit (SPEC §2): it keeps reading only while complete queries
+    /// keep coming, each within [`TCP_DRAIN_IDLE`] of the last (a query
+    /// already on its way is answered rather than cut off by the close),
+    /// then stops reading, sends the answers of the queries in flight, and
+    /// closes. A connection that is quiet, or holds only half a query, is
+    /// closed after that short grace; whatever the client does (never reads,
+    /// trickles bytes), everything ends at the drain deadline.
+    async fn serve(self, stream: TcpStream, client: SocketAddr, drain_until: Option<Instant>) {
         let _ = stream.set_nodelay(true);
-        let (mut reader, mut writer) = stream.into_split();
+        let (reader, mut writer) = stream.into_split();
         let (answers, mut outbox) = mpsc::channel::<Vec<u8>>(TCP_PIPELINE_DEPTH);
         let write_loop = async move {
             while let Some(mut answer) = outbox.recv().await {
@@ -446,62 +452,122 @@ impl Connection {
             }
             let _ = writer.shutdown().await;
         };
-        let writer_task = tokio::spawn(write_loop);
-        let mut buffer = Vec::new();
-        loop {
-            // Wait for the next frame to begin without reading any of it, so
-            // that a shutdown never leaves half a frame consumed.
-            let began = match drain_until {
-                None => tokio::select! {
-                    biased;
-                    () = self.shutdown.cancelled() => {
-                        drain_until = Some(Instant::now() + self.drain);
-                        continue;
-                    }
-                    ready = tokio::time::timeout(self.idle, reader.readable()) => ready,
-                },
-                Some(end) => {
-                    let quiet = TCP_DRAIN_IDLE.min(end.saturating_duration_since(Instant::now()));
-                    tokio::time::timeout(quiet, reader.readable()).await
+        let mut writer_task = tokio::spawn(write_loop);
+        // The hard end: the drain deadline, from shutdown on.
+        let drain = self.drain;
+        let shutdown = self.shutdown.clone();
+        let hard_stop = async move {
+            match drain_until {
+                Some(end) => tokio::time::sleep_until(end).await,
+                None => {
+                    shutdown.cancelled().await;
+                    tokio::time::sleep(drain).await;
                 }
-            };
-            if !matches!(began, Ok(Ok(()))) {
-                break;
             }
-            let frame = async {
-                let len = reader.read_u16().await? as usize;
-                buffer.resize(len, 0);
-                reader.read_exact(&mut buffer).await?;
-                io::Result::Ok(())
-            };
-            match tokio::time::timeout(self.idle, frame).await {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) | Err(_) => break,
-            }
-            match self.resolver.handle(&buffer, client, Protocol::Tcp) {
-                Handled::Reply(answer) => {
-                    if answers.send(answer).await.is_err() {
-                        break;
-                    }
-                }
-                Handled::Drop => break,
-                Handled::Pending(pending) => {
-                    // Take the answer's slot before starting the work: at most
-                    // TCP_PIPELINE_DEPTH queries are in flight or queued per
-                    // connection, so a client that sends without reading is held
-                    // back by TCP itself instead of piling up tasks (SPEC §7).
-                    let Ok(slot) = answers.clone().reserve_owned().await else {
-                        break;
-                    };
-                    let resolver = self.resolver.clone();
-                    self.tasks.spawn(async move {
-                        let answer = resolver.finish(pending).await;
-                        slot.send(answer);
-                    });
-                }
+        };
+        let work = async {
+            self.read_queries(reader, answers, client, drain_until)
+                .await;
+            // The reader is done and has dropped its sender: the writer ends
+            // once the answers of the queries in flight are sent.
+            let _ = (&mut writer_task).await;
+        };
+        tokio::select! {
+            () = work => {}
+            () = hard_stop => {
+                tracing::debug!(%client, "drain over; closing a TCP connection that still had work");
             }
         }
-        drop(answers);
-        let _ = writer_task.await;
+        // Dropping the halves closes the socket; the queries still running
+        // finish in their tasks and their answers go nowhere.
+        writer_task.abort();
     }
+
+    /// The read side of [`Connection::serve`]: frames out of one buffer, so
+    /// that a shutdown is seen whatever state the current frame is in.
+    async fn read_queries(
+        &self,
+        mut reader: tokio::net::tcp::OwnedReadHalf,
+        answers: mpsc::Sender<Vec<u8>>,
+        client: SocketAddr,
+        mut drain_until: Option<Instant>,
+    ) {
+        let mut buffer: Vec<u8> = Vec::with_capacity(512);
+        // Until when the next frame (or the rest of the current one) may take.
+        let mut frame_deadline = Instant::now() + self.idle;
+        // While draining: until when the next complete query may take.
+        let mut quiet_until = Instant::now() + TCP_DRAIN_IDLE;
+        loop {
+            // Every complete frame in the buffer, in order.
+            let mut consumed = 0;
+            while let Some(frame) = next_frame(&buffer[consumed..]) {
+                let frame_len = frame.len();
+                let keep_going = self.answer(frame, client, &answers).await;
+                consumed += 2 + frame_len;
+                if !keep_going {
+                    return;
+                }
+                frame_deadline = Instant::now() + self.idle;
+                quiet_until = Instant::now() + TCP_DRAIN_IDLE;
+            }
+            buffer.drain(..consumed);
+            let deadline = match drain_until {
+                None => frame_deadline,
+                Some(end) => frame_deadline.min(quiet_until).min(end),
+            };
+            let was_empty = buffer.is_empty();
+            buffer.reserve(512);
+            tokio::select! {
+                biased;
+                () = self.shutdown.cancelled(), if drain_until.is_none() => {
+                    drain_until = Some(Instant::now() + self.drain);
+                    quiet_until = Instant::now() + TCP_DRAIN_IDLE;
+                }
+                () = tokio::time::sleep_until(deadline) => return,
+                read = reader.read_buf(&mut buffer) => match read {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {
+                        if was_empty {
+                            // A new frame begins: it has the idle timeout to arrive whole.
+                            frame_deadline = Instant::now() + self.idle;
+                        }
+                    }
+                },
+            }
+        }
+    }
+
+    /// Answers one query; `false` ends the connection.
+    async fn answer(
+        &self,
+        frame: &[u8],
+        client: SocketAddr,
+        answers: &mpsc::Sender<Vec<u8>>,
+    ) -> bool {
+        match self.resolver.handle(frame, client, Protocol::Tcp) {
+            Handled::Reply(answer) => answers.send(answer).await.is_ok(),
+            Handled::Drop => false,
+            Handled::Pending(pending) => {
+                // Take the answer's slot before starting the work: at most
+                // TCP_PIPELINE_DEPTH queries are in flight or queued per
+                // connection, so a client that sends without reading is held
+                // back by TCP itself instead of piling up tasks (SPEC §7).
+                let Ok(slot) = answers.clone().reserve_owned().await else {
+                    return false;
+                };
+                let resolver = self.resolver.clone();
+                self.tasks.spawn(async move {
+                    let answer = resolver.finish(pending).await;
+                    slot.send(answer);
+                });
+                true
+            }
+        }
+    }
+}
+
+/// The first complete length-prefixed frame at the start of `buffer`.
+fn next_frame(buffer: &[u8]) -> Option<&[u8]> {
+    let len = u16::from_be_bytes([*buffer.first()?, *buffer.get(1)?]);
+    buffer.get(2..2 + usize::from(len))
 }

@@ -6,13 +6,24 @@
 //! to the query whose ID *and* question it matches, and ignores the rest.
 //! This costs one `send` and a share of a `recv` per query, where a fresh
 //! socket per query costs four more system calls.
+//!
+//! The ports rotate: a socket that has carried [`ROTATE_AFTER_QUERIES`]
+//! queries or is [`ROTATE_AFTER`] old is replaced by a fresh one (on a new
+//! random port) before the next query goes out on its slot. A port learned
+//! by an off-path attacker (a side-channel scan of the port range takes
+//! longer than that) is worth a few hundred queries at most, not the life
+//! of the configuration. The old socket is not closed under the queries
+//! still waiting on it: each query holds its socket, and the socket and its
+//! reader end when the last of them is answered or times out.
 
 use std::collections::HashMap;
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
 
 use tokio::net::UdpSocket;
 use tokio::sync::oneshot;
@@ -23,6 +34,13 @@ use crate::wire::{encode_upstream_query, is_answer_to};
 pub const POOL_SIZE: usize = 16;
 /// Largest answer read.
 const RECEIVE_BUFFER: usize = 4096;
+/// Queries one socket carries before it is replaced: opening a socket
+/// (socket, bind, connect, a reader task) costs a few microseconds, a hundredth
+/// of a microsecond per query at this bound.
+pub const ROTATE_AFTER_QUERIES: u32 = 256;
+/// Age at which a socket is replaced at its next use, however few queries it
+/// carried: well under the time a side-channel scan of the port range takes.
+pub const ROTATE_AFTER: Duration = Duration::from_secs(10);
 
 /// Why an exchange over the pool failed.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +76,9 @@ struct PooledSocket {
     socket: Arc<UdpSocket>,
     waiters: Arc<Waiters>,
     reader: tokio::task::JoinHandle<()>,
+    opened: Instant,
+    /// Queries sent on it so far (the one taking it included).
+    queries: AtomicU32,
 }
 
 impl Drop for PooledSocket {
@@ -69,7 +90,10 @@ impl Drop for PooledSocket {
 /// The sockets towards one upstream, opened on first use.
 pub struct UdpPool {
     upstream: SocketAddr,
-    sockets: OnceLock<Vec<PooledSocket>>,
+    /// One slot per socket; a rotation swaps in a fresh socket.
+    sockets: OnceLock<Vec<ArcSwap<PooledSocket>>>,
+    rotate_after_queries: u32,
+    rotate_after: Duration,
 }
 
 impl std::fmt::Debug for UdpPool {
@@ -83,13 +107,20 @@ impl std::fmt::Debug for UdpPool {
 impl UdpPool {
     /// A pool towards `upstream`; no socket is opened yet.
     pub fn new(upstream: SocketAddr) -> Self {
+        Self::with_rotation(upstream, ROTATE_AFTER_QUERIES, ROTATE_AFTER)
+    }
+
+    /// A pool whose sockets are replaced after `queries` queries or at `age`.
+    fn with_rotation(upstream: SocketAddr, queries: u32, age: Duration) -> Self {
         Self {
             upstream,
             sockets: OnceLock::new(),
+            rotate_after_queries: queries,
+            rotate_after: age,
         }
     }
 
-    fn sockets(&self) -> Result<&[PooledSocket], io::Error> {
+    fn sockets(&self) -> Result<&[ArcSwap<PooledSocket>], io::Error> {
         if let Some(sockets) = self.sockets.get() {
             return Ok(sockets);
         }
@@ -97,10 +128,38 @@ impl UdpPool {
         // to its upstream exists, and the next query must try again rather
         // than fail until a reload.
         let opened = (0..POOL_SIZE)
-            .map(|_| open(self.upstream))
+            .map(|_| open(self.upstream).map(ArcSwap::from_pointee))
             .collect::<Result<Vec<_>, _>>()?;
         // Two first queries may race here; the loser's sockets are dropped.
         Ok(self.sockets.get_or_init(|| opened))
+    }
+
+    /// The socket of `slot` for one more query, replaced first if it has
+    /// served its time. Queries still waiting on the old one keep it alive.
+    fn take(&self, slot: &ArcSwap<PooledSocket>) -> Arc<PooledSocket> {
+        let current = slot.load_full();
+        let used = current.queries.fetch_add(1, Ordering::Relaxed);
+        if used < self.rotate_after_queries && current.opened.elapsed() < self.rotate_after {
+            return current;
+        }
+        let fresh = match open(self.upstream) {
+            Ok(fresh) => Arc::new(fresh),
+            Err(error) => {
+                // Out of descriptors and the like: the old port still works.
+                tracing::debug!(upstream = %self.upstream, %error, "cannot open a fresh upstream socket; keeping the old one");
+                return current;
+            }
+        };
+        fresh.queries.store(1, Ordering::Relaxed);
+        let previous = slot.compare_and_swap(&current, fresh.clone());
+        if Arc::ptr_eq(&previous, &current) {
+            fresh
+        } else {
+            // Another query rotated this slot first: use its socket, drop ours.
+            let theirs = slot.load_full();
+            theirs.queries.fetch_add(1, Ordering::Relaxed);
+            theirs
+        }
     }
 
     /// Sends a query for `question` (`QNAME QTYPE QCLASS`, wire form) and
@@ -113,7 +172,7 @@ impl UdpPool {
         deadline: Instant,
     ) -> Result<Vec<u8>, PoolError> {
         let sockets = self.sockets()?;
-        let pooled = &sockets[rand::random_range(0..sockets.len())];
+        let pooled = self.take(&sockets[rand::random_range(0..sockets.len())]);
         let (tx, rx) = oneshot::channel();
         let ticket = NEXT_TICKET.fetch_add(1, Ordering::Relaxed);
         let id = {
@@ -196,6 +255,8 @@ fn open(upstream: SocketAddr) -> io::Result<PooledSocket> {
         socket,
         waiters,
         reader,
+        opened: Instant::now(),
+        queries: AtomicU32::new(0),
     })
 }
 
@@ -288,6 +349,109 @@ mod tests {
             matches!(b_rx.try_recv(), Err(oneshot::error::TryRecvError::Empty)),
             "B is still waiting, not failed"
         );
+    }
+
+    /// A local upstream that answers every query (its own bytes with QR
+    /// set) after `delay`, and keeps the source port of each.
+    async fn echo_upstream(delay: Duration) -> (SocketAddr, Arc<Mutex<Vec<u16>>>) {
+        let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").await.expect("bind"));
+        let addr = socket.local_addr().expect("addr");
+        let ports = Arc::new(Mutex::new(Vec::new()));
+        let seen = ports.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            while let Ok((len, from)) = socket.recv_from(&mut buf).await {
+                seen.lock().expect("lock").push(from.port());
+                let mut answer = buf[..len].to_vec();
+                answer[2] |= 0x80;
+                let socket = socket.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    let _ = socket.send_to(&answer, from).await;
+                });
+            }
+        });
+        (addr, ports)
+    }
+
+    fn question(index: usize) -> Vec<u8> {
+        let label = format!("q{index}");
+        let mut out = vec![label.len() as u8];
+        out.extend_from_slice(label.as_bytes());
+        out.extend_from_slice(&[0, 0, 1, 0, 1]);
+        out
+    }
+
+    async fn ask(pool: &UdpPool, index: usize) -> Result<Vec<u8>, PoolError> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        pool.exchange(&question(index), false, deadline).await
+    }
+
+    fn distinct(ports: &Mutex<Vec<u16>>) -> usize {
+        let mut ports = ports.lock().expect("lock").clone();
+        ports.sort_unstable();
+        ports.dedup();
+        ports.len()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sockets_are_replaced_after_their_query_bound_and_no_answer_is_lost() {
+        let (upstream, ports) = echo_upstream(Duration::from_millis(20)).await;
+        let pool = UdpPool::with_rotation(upstream, 4, Duration::from_secs(3600));
+        for index in 0..100 {
+            let answer = ask(&pool, index).await.expect("answered in sequence");
+            assert_eq!(
+                &answer[12..12 + question(index).len()],
+                &question(index)[..]
+            );
+        }
+        // In parallel: sockets are retired while queries still wait on them.
+        let answers = futures_util::future::join_all((100..400).map(|i| ask(&pool, i))).await;
+        let lost = answers.iter().filter(|a| a.is_err()).count();
+        assert_eq!(lost, 0, "every query answered across the rotations");
+        let used = distinct(&ports);
+        assert!(
+            used >= 400 / 4 - POOL_SIZE,
+            "{used} source ports for 400 queries at 4 per socket"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_socket_past_its_age_is_replaced_before_its_next_query() {
+        let (upstream, ports) = echo_upstream(Duration::ZERO).await;
+        let pool = UdpPool::with_rotation(upstream, u32::MAX, Duration::ZERO);
+        for index in 0..20 {
+            ask(&pool, index).await.expect("answered");
+        }
+        let used = distinct(&ports);
+        assert!(used >= 18, "{used} source ports for 20 queries at age 0");
+    }
+
+    #[tokio::test]
+    async fn a_retired_socket_and_its_reader_end_with_its_last_query() {
+        let (upstream, _ports) = echo_upstream(Duration::from_millis(50)).await;
+        let pool = UdpPool::with_rotation(upstream, 1, Duration::from_secs(3600));
+        ask(&pool, 0).await.expect("answered");
+        let slots = pool.sockets().expect("open");
+        let first: Vec<std::sync::Weak<UdpSocket>> = slots
+            .iter()
+            .map(|slot| Arc::downgrade(&slot.load().socket))
+            .collect();
+        // Queries wait on sockets that the next query on their slot replaces.
+        let waiting = futures_util::future::join_all((1..=4 * POOL_SIZE).map(|i| ask(&pool, i)));
+        assert!(waiting.await.iter().all(Result::is_ok), "answered");
+        let retired: Vec<_> = first
+            .into_iter()
+            .zip(slots)
+            .filter(|(weak, slot)| !std::ptr::eq(weak.as_ptr(), Arc::as_ptr(&slot.load().socket)))
+            .map(|(weak, _)| weak)
+            .collect();
+        assert!(!retired.is_empty(), "some slot was rotated");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while retired.iter().any(|weak| weak.strong_count() > 0) {
+            assert!(Instant::now() < deadline, "retired sockets still open");
+            tokio::task::yield_now().await;
+        }
     }
 
     #[test]

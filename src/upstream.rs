@@ -3,8 +3,8 @@
 //! when truncated, and the anti-spoofing rules: every UDP query goes out on
 //! a socket picked at random from a pool of 16 bound to kernel-chosen random
 //! ports and connected to the server (so the kernel drops datagrams from any
-//! other address or port; see `udp_pool`), with a random ID, and an answer
-//! whose ID or question differs is ignored.
+//! other address or port; the sockets rotate, see `udp_pool`), with a random
+//! ID, and an answer whose ID or question differs is ignored.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -101,7 +101,7 @@ pub enum Inbound {
 /// Classifies raw bytes from a client (SPEC §4.1).
 pub fn parse_query(packet: &[u8]) -> Inbound {
     let Ok(message) = Message::from_vec(packet) else {
-        return Inbound::Drop;
+        return malformed_edns(packet).unwrap_or(Inbound::Drop);
     };
     if message.metadata.message_type != MessageType::Query {
         // Answers sent to a server are never answered: that way lies reflection.
@@ -146,6 +146,65 @@ pub fn parse_query(packet: &[u8]) -> Inbound {
         query,
         edns,
     })
+}
+
+/// FORMERR for a query that does not decode only because of its OPT
+/// records: an option that hickory cannot read (a client-subnet option with
+/// an unknown family, an option running past the record), two OPTs, an OPT
+/// outside the additional section. RFC 6891 §7 asks for FORMERR with an OPT
+/// in the answer, so that the client tells a format error in EDNS from a
+/// server without EDNS; dropping it left the client to time out. `None`
+/// when the packet is not such a query (it is then dropped like any other
+/// bytes that are not a DNS query). Runs only on packets that failed to
+/// decode, never on the path of a well-formed query.
+fn malformed_edns(packet: &[u8]) -> Option<Inbound> {
+    let count = |at: usize| -> Option<u16> {
+        Some(u16::from_be_bytes([*packet.get(at)?, *packet.get(at + 1)?]))
+    };
+    // A query (QR clear) with one question; the opcode is checked below.
+    if packet.get(2)? & 0x80 != 0 || count(4)? != 1 {
+        return None;
+    }
+    let mut at = skip_name(packet, 12)? + 4;
+    // Every record's framing must hold; the OPT records are cut out.
+    let mut kept = packet.get(..at)?.to_vec();
+    let counts = [count(6)?, count(8)?, count(10)?];
+    let mut opts = [0u16; 3];
+    for section in 0..3 {
+        for _ in 0..counts[section] {
+            let start = at;
+            at = skip_name(packet, at)?;
+            let rtype = count(at)?;
+            let rdlength = usize::from(count(at + 8)?);
+            at += 10 + rdlength;
+            if at > packet.len() {
+                return None;
+            }
+            if rtype == u16::from(RecordType::OPT) {
+                opts[section] += 1;
+            } else {
+                kept.extend_from_slice(&packet[start..at]);
+            }
+        }
+    }
+    if opts == [0; 3] {
+        return None;
+    }
+    for (section, cut) in opts.iter().enumerate() {
+        let value = counts[section] - cut;
+        kept[6 + 2 * section..8 + 2 * section].copy_from_slice(&value.to_be_bytes());
+    }
+    let message = Message::from_vec(&kept).ok()?;
+    if message.metadata.message_type != MessageType::Query || message.queries.len() != 1 {
+        return None;
+    }
+    let mut out = Message::response(message.metadata.id, message.metadata.op_code);
+    out.metadata.recursion_desired = message.metadata.recursion_desired;
+    out.metadata.recursion_available = true;
+    out.metadata.response_code = ResponseCode::FormErr;
+    out.add_queries(message.queries);
+    out.set_edns(server_edns(false));
+    Some(Inbound::Reject(out, ResponseCode::FormErr))
 }
 
 /// Encodes `message`; over UDP, an answer larger than `limit` is replaced by

@@ -271,7 +271,8 @@ async fn every_spec_metric_is_exported() {
     );
     assert!(body.contains(&format!("{UPSTREAM_ERRORS}{{{upstream_label}}} 0")));
     for outcome in [
-        "record", "cache", "upstream", "stale", "refused", "servfail", "formerr",
+        "record", "cache", "upstream", "stale", "refused", "servfail", "formerr", "notimp",
+        "badvers",
     ] {
         for protocol in ["udp", "tcp"] {
             let series =

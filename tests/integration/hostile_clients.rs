@@ -486,9 +486,9 @@ async fn edns_with_odd_versions_payloads_and_options_is_answered_within_its_limi
         assert_eq!(answer.metadata.response_code, ResponseCode::NoError);
     }
     // A client-subnet option hickory cannot decode (unknown family, no
-    // data) makes the whole message undecodable, so it is dropped like any
-    // non-message rather than answered FORMERR as RFC 7871 §7.1.1 asks:
-    // silence, never a crash or an oversized answer (see docs/robustness.md).
+    // data) makes the whole message undecodable; it gets FORMERR (RFC 7871
+    // §7.1.1, RFC 6891 §7; `bad_edns.rs` checks that), never a crash or an
+    // oversized answer.
     for data in [
         vec![0, 9, 200, 0, 1, 2, 3],
         vec![],

@@ -3,9 +3,11 @@
 //! process, deadlines instead of sleeps).
 
 mod admin;
+mod bad_edns;
 mod cache;
 mod cli;
 mod common;
+mod drain;
 mod forwarding;
 mod guard;
 mod health;
@@ -14,5 +16,7 @@ mod hostile_upstreams;
 mod reload;
 mod reload_hygiene;
 mod serving;
+mod single_flight_bounds;
 mod smoke;
+mod source_ports;
 mod views;
