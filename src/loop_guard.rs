@@ -122,12 +122,9 @@ mod tests {
         }
     }
 
-    /// Regression (issue 11): a probe cancelled half-way (a reload cancels
-    /// the old snapshot's probes) left its entry behind, and the entry held
-    /// the old upstream, its 16 sockets and reader tasks, for ever.
-    #[tokio::test]
-    async fn a_cancelled_probe_leaves_no_entry_and_keeps_no_upstream_alive() {
-        // Bound and never read: an upstream that never answers.
+    /// A pool of one upstream that never answers: a socket bound and never
+    /// read (kept alive by the caller).
+    fn black_hole_pool() -> (std::net::UdpSocket, UpstreamPool) {
         let black_hole = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
         let addr = black_hole.local_addr().expect("addr");
         let pool = UpstreamPool::new(
@@ -136,6 +133,15 @@ mod tests {
             Arc::new(Semaphore::new(8)),
             &Metrics::new(),
         );
+        (black_hole, pool)
+    }
+
+    /// Regression (issue 11): a probe cancelled half-way (a reload cancels
+    /// the old snapshot's probes) left its entry behind, and the entry held
+    /// the old upstream, its 16 sockets and reader tasks, for ever.
+    #[tokio::test]
+    async fn a_cancelled_probe_leaves_no_entry_and_keeps_no_upstream_alive() {
+        let (_black_hole, pool) = black_hole_pool();
         let server = pool.servers()[0].clone();
         let weak = Arc::downgrade(&server);
         drop(pool);
@@ -160,14 +166,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_probe_name_arriving_as_a_query_names_its_upstream() {
-        let black_hole = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let (black_hole, pool) = black_hole_pool();
         let addr = black_hole.local_addr().expect("addr");
-        let pool = UpstreamPool::new(
-            &[addr],
-            Duration::from_secs(30),
-            Arc::new(Semaphore::new(8)),
-            &Metrics::new(),
-        );
         let guard = LoopGuard::default();
         let server = pool.servers()[0].clone();
         let name = probe_name();
