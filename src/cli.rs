@@ -1,4 +1,5 @@
-//! The command line (SPEC §2): `serve` (the default) and `check`.
+//! The command line (SPEC §2): `serve` (the default), `check` and
+//! `registries`.
 
 use std::path::PathBuf;
 
@@ -31,4 +32,6 @@ pub enum Command {
     Serve,
     /// Validate the configuration and the files it names, print a summary, bind nothing.
     Check,
+    /// Print the built-in registry bundles: names, zones, sources and dates. Needs no config.
+    Registries,
 }

@@ -11,7 +11,8 @@
 //! The running configuration is one immutable [`snapshot::Snapshot`] behind an
 //! `ArcSwap`, replaced whole by [`reload`]; [`config`] is the only loader (start,
 //! `check`, reload). [`admin`] serves health and [`metrics`]; [`health`] probes
-//! health-checked record addresses; [`loop_guard`] finds forwarding loops.
+//! health-checked record addresses; [`loop_guard`] finds forwarding loops;
+//! [`registries`] holds the built-in bundles of registry names.
 
 pub mod admin;
 pub mod app;
@@ -23,6 +24,7 @@ pub mod logging;
 pub mod loop_guard;
 pub mod metrics;
 pub mod records;
+pub mod registries;
 pub mod reload;
 pub mod resolve;
 pub mod server;

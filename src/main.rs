@@ -9,6 +9,12 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The bundles are built in: listing them reads no configuration, so it
+    // works (and says the same) wherever the binary runs.
+    if matches!(cli.command, Some(Command::Registries)) {
+        print!("{}", accel_dns::registries::render());
+        return ExitCode::SUCCESS;
+    }
     let env = LoadEnv::from_process();
     let path = cli.config.clone().filter(|p| !p.as_os_str().is_empty());
     let loaded = match &path {
@@ -28,6 +34,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Serve => serve(config, path, env),
+        Command::Registries => ExitCode::SUCCESS,
     }
 }
 
