@@ -9,12 +9,13 @@
 //! by the configuration.
 
 mod error;
+mod expand;
 mod health;
 mod hosts;
 mod raw;
 mod types;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -66,6 +67,10 @@ pub struct Config {
     pub log: LogConfig,
     /// `[records]` and every `[[record]]`.
     pub records: RecordsConfig,
+    /// The zones of every registry bundle in use (SPEC §10), sorted, each
+    /// once: their unmapped names are reported. To be unioned with
+    /// `[records] watch`.
+    pub bundle_zones: Vec<Name>,
 }
 
 /// `[server]`: the listeners and who may use them.
@@ -165,6 +170,8 @@ pub struct RecordConfig {
     pub health_check: Option<HealthCheckConfig>,
     /// Line of the record in the config file (for logs).
     pub line: usize,
+    /// The bundle (`registry = "ID"`) the record was expanded from, if any.
+    pub bundle: Option<&'static str>,
 }
 
 /// What a record answers with.
@@ -322,72 +329,8 @@ impl Config {
             hosts_files.push(resolved);
         }
 
-        let mut entries = Vec::with_capacity(raw.record.len());
-        let mut seen: BTreeSet<(String, Vec<IpNet>)> = BTreeSet::new();
-        for spanned in &raw.record {
-            let offset = spanned.span().start;
-            let record = spanned.get_ref();
-            let label = record.name.label();
-            let data = match (&record.cname, record.a.is_empty() && record.aaaa.is_empty()) {
-                (Some(_), false) => {
-                    return Err(err(
-                        offset,
-                        format!("record {label}: cname and addresses are mutually exclusive"),
-                    ));
-                }
-                (None, true) => {
-                    return Err(err(
-                        offset,
-                        format!("record {label}: needs a cname or at least one address in a/aaaa"),
-                    ));
-                }
-                (Some(target), true) => RecordData::Cname(target.0.clone()),
-                (None, false) => RecordData::Addresses {
-                    a: dedup(&record.a),
-                    aaaa: dedup(&record.aaaa),
-                },
-            };
-            let mut clients = record.clients.clone().unwrap_or_default();
-            if record.clients.as_ref().is_some_and(Vec::is_empty) {
-                return Err(err(
-                    offset,
-                    format!("record {label}: clients is empty (leave it out to answer everyone)"),
-                ));
-            }
-            clients.iter_mut().for_each(|n| *n = n.trunc());
-            clients.sort();
-            clients.dedup();
-            if !seen.insert((label.clone(), clients.clone())) {
-                let set = if clients.is_empty() {
-                    String::new()
-                } else {
-                    format!(" for clients {clients:?}")
-                };
-                return Err(err(
-                    offset,
-                    format!("record {label}: defined more than once{set}"),
-                ));
-            }
-            let health_check = match &record.health_check {
-                None => None,
-                Some(check) => Some(health::validate(check, &record.name, &base_dir).map_err(
-                    |e| {
-                        err(
-                            e.offset.unwrap_or(offset),
-                            format!("record {label}: {}", e.message),
-                        )
-                    },
-                )?),
-            };
-            entries.push(RecordConfig {
-                name: record.name.clone(),
-                data,
-                ttl: record.ttl.unwrap_or(raw.records.ttl),
-                clients,
-                health_check,
-                line: Location::of_offset(text, offset).line,
-            });
-        }
+        let (entries, bundle_zones) =
+            expand::records(&raw.record, raw.records.ttl, &base_dir, text, &err)?;
 
         Ok(Self {
             path: path.map(Path::to_path_buf),
@@ -402,6 +345,7 @@ impl Config {
                 hosts,
                 entries,
             },
+            bundle_zones,
         })
     }
 
@@ -438,8 +382,13 @@ impl Config {
             .map(ToString::to_string)
             .collect();
         format!(
-            "ok: {} records, {} hosts-file names, {} upstreams ({}), {} listeners ({})",
+            "ok: {} records ({} from bundles), {} hosts-file names, {} upstreams ({}), {} listeners ({})",
             self.records.entries.len(),
+            self.records
+                .entries
+                .iter()
+                .filter(|r| r.bundle.is_some())
+                .count(),
             self.records.hosts.len(),
             self.upstream.servers.len(),
             upstreams.join(", "),

@@ -175,8 +175,12 @@ impl Default for RawRecords {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRecord {
-    /// Exact name or `*.` wildcard.
-    pub name: RecordName,
+    /// Exact name or `*.` wildcard; exactly one of `name` and `registry`.
+    pub name: Option<RecordName>,
+    /// A built-in bundle (SPEC §10): one record per name of the bundle.
+    pub registry: Option<Spanned<String>>,
+    /// Names of the bundle to leave out (only with `registry`).
+    pub exclude: Option<Spanned<Vec<Spanned<String>>>>,
     /// IPv4 addresses.
     #[serde(default)]
     pub a: Vec<Ipv4Addr>,
