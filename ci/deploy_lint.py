@@ -133,10 +133,51 @@ SCHEMA = {
     },
     "admin": {"listen": str},
     "log": {"level": str, "format": str, "queries": bool},
-    "records": {"ttl": int, "hosts_files": list},
+    "records": {"ttl": int, "hosts_files": list, "watch": list},
 }
-RECORD_KEYS = {"name": str, "a": list, "aaaa": list, "cname": str, "ttl": int, "health_check": dict, "clients": list}
-HEALTH_KEYS = {"port": int, "interval": "duration", "timeout": "duration", "fall": int, "rise": int}
+RECORD_KEYS = {
+    "name": str,
+    "registry": str,
+    "exclude": list,
+    "a": list,
+    "aaaa": list,
+    "cname": str,
+    "ttl": int,
+    "health_check": dict,
+    "clients": list,
+}
+HEALTH_KEYS = {
+    "port": int,
+    "interval": "duration",
+    "timeout": "duration",
+    "fall": int,
+    "rise": int,
+    "tls": (bool, str),
+    "ca_file": str,
+    "path": str,
+}
+# The built-in registry bundles (SPEC section 10): the same data file the binary embeds.
+REGISTRIES_FILE = Path(__file__).resolve().parent.parent / "src" / "registries.toml"
+
+
+def registry_bundles() -> dict[str, list[dict]]:
+    """Bundle id -> its [[bundle.name]] entries (name, sni, ...)."""
+    with REGISTRIES_FILE.open("rb") as f:
+        data = tomllib.load(f)
+    return {bundle["id"]: bundle["name"] for bundle in data.get("bundle", [])}
+
+
+def record_names(record: dict, bundles: dict[str, list[dict]]) -> list[tuple[str, str]]:
+    """(name, a concrete name to ask for it) of a record, a registry record expanded minus exclude."""
+    if "registry" in record:
+        exclude = {str(e).rstrip(".").lower() for e in record.get("exclude", [])}
+        return [
+            (n["name"], n.get("sni", n["name"]))
+            for n in bundles.get(record["registry"], [])
+            if n["name"] not in exclude
+        ]
+    name = record["name"]
+    return [(name, name.replace("*", "registry-1", 1))]
 
 
 def parse_socket_addr(text: str) -> tuple[ipaddress._BaseAddress, int] | None:
@@ -237,6 +278,7 @@ def validate_config(where: str, text: str, problems: Problems) -> dict | None:
         problems.add(where, "record must be an array of tables ([[record]])")
         records = []
     seen: set[tuple[str, tuple[str, ...]]] = set()
+    bundles = registry_bundles()
     for i, record in enumerate(records, 1):
         rwhere = f"{where} [[record]] #{i}"
         for key, item in record.items():
@@ -245,7 +287,23 @@ def validate_config(where: str, text: str, problems: Problems) -> dict | None:
             else:
                 check_type(rwhere, key, item, RECORD_KEYS[key], problems)
         name = record.get("name")
-        if not isinstance(name, str) or not valid_domain(name, wildcard=True) or "*" in name.lstrip("*"):
+        registry = record.get("registry")
+        if (name is None) == (registry is None):
+            problems.add(rwhere, "needs exactly one of name and registry")
+            continue
+        if registry is not None:
+            if registry not in bundles:
+                problems.add(rwhere, f"unknown registry {registry!r} (known: {', '.join(bundles)})")
+                continue
+            known = {n["name"] for n in bundles[registry]}
+            for excluded in record.get("exclude", []):
+                if str(excluded).rstrip(".").lower() not in known:
+                    problems.add(rwhere, f"exclude {excluded!r} is not a name of registry {registry}")
+            if isinstance(record.get("health_check", {}).get("tls"), str):
+                problems.add(rwhere, "health_check tls = NAME on a registry record (write tls = true)")
+        elif "exclude" in record:
+            problems.add(rwhere, "exclude without registry")
+        if name is not None and (not isinstance(name, str) or not valid_domain(name, wildcard=True) or "*" in name.lstrip("*")):
             problems.add(rwhere, f"name {name!r} is not a domain name or a leading *. wildcard")
             continue
         addresses = record.get("a", []) + record.get("aaaa", [])
@@ -265,8 +323,10 @@ def validate_config(where: str, text: str, problems: Problems) -> dict | None:
             problems.add(rwhere, f"cname {cname!r} is not a domain name")
         health = record.get("health_check")
         if health is not None:
-            if cname is not None:
-                problems.add(rwhere, "health_check on a CNAME record")
+            if "ca_file" in health and health.get("tls") in (None, False):
+                problems.add(rwhere, "health_check ca_file without tls")
+            if "path" in health and not str(health["path"]).startswith("/"):
+                problems.add(rwhere, f"health_check path {health['path']!r} is not an absolute path")
             for key, item in health.items():
                 if key not in HEALTH_KEYS:
                     problems.add(rwhere, f"unknown health_check key {key}")
@@ -280,10 +340,25 @@ def validate_config(where: str, text: str, problems: Problems) -> dict | None:
                 ipaddress.ip_network(net)
             except ValueError:
                 problems.add(rwhere, f"clients {net!r} is not a network")
-        key = (name.rstrip(".").lower(), tuple(sorted(clients)))
-        if key in seen:
-            problems.add(rwhere, f"{name} appears twice with the same clients")
-        seen.add(key)
+        if name is not None:
+            key = (name.rstrip(".").lower(), tuple(sorted(clients)))
+            if key in seen:
+                problems.add(rwhere, f"{name} appears twice with the same clients")
+            seen.add(key)
+    # A bundle's name yields to an explicit record of the same clients; two
+    # bundles giving one name to the same clients is an error.
+    from_bundles: set[tuple[str, tuple[str, ...]]] = set()
+    for i, record in enumerate(records, 1):
+        if record.get("registry") not in bundles or "name" in record:
+            continue
+        clients = tuple(sorted(record.get("clients") or []))
+        for bundle_name, _ in record_names(record, bundles):
+            key = (bundle_name, clients)
+            if key in seen:
+                continue
+            if key in from_bundles:
+                problems.add(f"{where} [[record]] #{i}", f"{bundle_name} comes from two registry records with the same clients")
+            from_bundles.add(key)
     return config
 
 
@@ -647,6 +722,7 @@ def cmd_smoke(args: list[str]) -> None:
 
     binary, config_path = args
     config = tomllib.loads(Path(config_path).read_text())
+    bundles = registry_bundles()
     problems = Problems()
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
     listen = [parse_socket_addr(a) for a in config.get("server", {}).get("listen", ["127.0.0.1:5353"])]
@@ -697,12 +773,12 @@ def cmd_smoke(args: list[str]) -> None:
                         subprocess.run(["ip", "addr", "add", f"{source}/32", "dev", "lo"], check=True)
                         added.add(source)
                 host = source if ip.is_unspecified else str(ip)
-                name = record["name"].replace("*", "registry-1", 1)
-                for tcp in (False, True):
-                    rcode, answers = dns_query((host, port), name, tcp=tcp, source=source)
-                    asked += 1
-                    if rcode != 0 or sorted(answers) != sorted(record["a"]):
-                        problems.add(config_path, f"{name} over {'TCP' if tcp else 'UDP'} at {host}:{port} from {source}: rcode {rcode}, answers {answers}, expected {record['a']}")
+                for _, name in record_names(record, bundles):
+                    for tcp in (False, True):
+                        rcode, answers = dns_query((host, port), name, tcp=tcp, source=source)
+                        asked += 1
+                        if rcode != 0 or sorted(answers) != sorted(record["a"]):
+                            problems.add(config_path, f"{name} over {'TCP' if tcp else 'UDP'} at {host}:{port} from {source}: rcode {rcode}, answers {answers}, expected {record['a']}")
             rcode, _ = dns_query((outside if ip.is_unspecified else str(ip), port), "docker.io", source=outside)
             if rcode != 5:
                 problems.add(config_path, f"a client outside allow ({outside}) got rcode {rcode}, not REFUSED")
