@@ -13,6 +13,7 @@ mod guard;
 mod health;
 mod hostile_clients;
 mod hostile_upstreams;
+mod registries;
 mod reload;
 mod reload_hygiene;
 mod serving;
