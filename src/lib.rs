@@ -11,7 +11,8 @@
 //! The running configuration is one immutable [`snapshot::Snapshot`] behind an
 //! `ArcSwap`, replaced whole by [`reload`]; [`config`] is the only loader (start,
 //! `check`, reload). [`admin`] serves health and [`metrics`]; [`health`] probes
-//! health-checked record addresses; [`loop_guard`] finds forwarding loops.
+//! health-checked record addresses; [`loop_guard`] finds forwarding loops;
+//! [`unmapped`] reports the names of watched zones that no record covers.
 
 pub mod admin;
 pub mod app;
@@ -29,5 +30,6 @@ pub mod server;
 pub mod snapshot;
 pub mod udp_batch;
 pub mod udp_pool;
+pub mod unmapped;
 pub mod upstream;
 pub mod wire;
