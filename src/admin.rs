@@ -1,6 +1,7 @@
 //! The admin HTTP endpoint (SPEC §5): `/healthz` (the process serves),
 //! `/readyz` (listeners bound, a configuration loaded, a usable upstream,
-//! not draining) and `/metrics` (Prometheus text).
+//! not draining), `/metrics` (Prometheus text) and `/unmapped` (JSON: the
+//! names of watched zones that no record covers, SPEC §10).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,6 +16,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::resolve::Resolver;
+use crate::unmapped::UnmappedName;
 
 /// What the admin endpoint reads.
 #[derive(Clone)]
@@ -84,6 +86,18 @@ impl AdminState {
         }
         metrics.render()
     }
+
+    /// The `/unmapped` list: names still in a watched zone and still not
+    /// covered by any record of the running configuration (a name mapped
+    /// or unwatched by a reload leaves it, and comes back with its count if
+    /// a later reload unmaps it again), most asked first, ties by name.
+    pub fn unmapped(&self) -> Vec<UnmappedName> {
+        let snapshot = self.resolver.snapshot();
+        snapshot
+            .watch
+            .report()
+            .entries(|name| snapshot.watch.watches(name) && !snapshot.records.covers(name))
+    }
 }
 
 /// The router of the admin endpoint.
@@ -92,6 +106,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/healthz", get(|| async { (StatusCode::OK, "ok\n") }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/unmapped", get(unmapped))
         .with_state(state)
 }
 
@@ -113,6 +128,11 @@ async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
         .await
         .unwrap_or_default();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+}
+
+async fn unmapped(State(state): State<AdminState>) -> impl IntoResponse {
+    let body = serde_json::to_string(&state.unmapped()).unwrap_or_else(|_| "[]".into());
+    ([(header::CONTENT_TYPE, "application/json")], body)
 }
 
 /// Serves the admin endpoint on `listener` until `shutdown`.

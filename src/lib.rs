@@ -12,7 +12,8 @@
 //! `ArcSwap`, replaced whole by [`reload`]; [`config`] is the only loader (start,
 //! `check`, reload). [`admin`] serves health and [`metrics`]; [`health`] probes
 //! health-checked record addresses; [`loop_guard`] finds forwarding loops;
-//! [`registries`] holds the built-in bundles of registry names.
+//! [`registries`] holds the built-in bundles of registry names; [`unmapped`]
+//! reports the names of watched zones that no record covers.
 
 pub mod admin;
 pub mod app;
@@ -31,5 +32,6 @@ pub mod server;
 pub mod snapshot;
 pub mod udp_batch;
 pub mod udp_pool;
+pub mod unmapped;
 pub mod upstream;
 pub mod wire;

@@ -1,6 +1,6 @@
 //! Prometheus metrics (SPEC §5). Names are constants that the tests import;
 //! every label set is bounded (protocol, outcome, upstream address, the
-//! configured record name — never the asked name or the client). Hot-path
+//! configured record name, the watched zone — never the asked name or the client). Hot-path
 //! counters are resolved once, so counting a query is one atomic add.
 
 use prometheus::{
@@ -32,6 +32,10 @@ pub const ENDPOINT_UP: &str = "accel_dns_endpoint_up";
 pub const BUILD_INFO: &str = "accel_dns_build_info";
 /// `accel_dns_upstream_loops_total{upstream}`: forwarding loops detected.
 pub const UPSTREAM_LOOPS: &str = "accel_dns_upstream_loops_total";
+/// `accel_dns_unmapped_queries_total{zone}`: queries for a name in a
+/// watched zone that no record covers (SPEC §10); `zone` is the watched
+/// zone as configured, without the trailing dot.
+pub const UNMAPPED_QUERIES: &str = "accel_dns_unmapped_queries_total";
 
 /// How a query left the server: the `outcome` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,6 +119,7 @@ pub struct Metrics {
     /// `accel_dns_cache_entries`
     pub cache_entries: IntGauge,
     record_hits: IntCounterVec,
+    unmapped: IntCounterVec,
     reloads: IntCounterVec,
     /// `accel_dns_config_last_reload_success`
     pub last_reload_success: IntGauge,
@@ -186,6 +191,14 @@ impl Metrics {
             &["record"],
         )
         .expect("metric");
+        let unmapped = IntCounterVec::new(
+            Opts::new(
+                UNMAPPED_QUERIES,
+                "Queries for names in a watched zone that no record covers, by watched zone.",
+            ),
+            &["zone"],
+        )
+        .expect("metric");
         let reloads = IntCounterVec::new(
             Opts::new(RELOADS_TOTAL, "Configuration reloads by result."),
             &["result"],
@@ -224,6 +237,7 @@ impl Metrics {
             Box::new(upstream_loops.clone()),
             Box::new(cache_entries.clone()),
             Box::new(record_hits.clone()),
+            Box::new(unmapped.clone()),
             Box::new(reloads.clone()),
             Box::new(last_reload_success.clone()),
             Box::new(last_reload_timestamp.clone()),
@@ -244,6 +258,7 @@ impl Metrics {
             upstream_loops,
             cache_entries,
             record_hits,
+            unmapped,
             reloads,
             last_reload_success,
             last_reload_timestamp,
@@ -265,6 +280,11 @@ impl Metrics {
     /// The hit counter of one record.
     pub fn record_hits(&self, record: &str) -> IntCounter {
         self.record_hits.with_label_values(&[record])
+    }
+
+    /// The unmapped-queries counter of one watched zone.
+    pub fn unmapped_queries(&self, zone: &str) -> IntCounter {
+        self.unmapped.with_label_values(&[zone])
     }
 
     /// The duration histogram of one upstream.
@@ -315,6 +335,9 @@ impl Metrics {
         for record in &gone.records {
             let _ = self.record_hits.remove_label_values(&[record]);
         }
+        for zone in &gone.zones {
+            let _ = self.unmapped.remove_label_values(&[zone]);
+        }
         for upstream in &gone.upstreams {
             let _ = self.upstream_duration.remove_label_values(&[upstream]);
             let _ = self.upstream_errors.remove_label_values(&[upstream]);
@@ -343,6 +366,8 @@ pub struct Retired {
     /// `upstream` labels of [`UPSTREAM_DURATION`], [`UPSTREAM_ERRORS`] and
     /// [`UPSTREAM_LOOPS`].
     pub upstreams: Vec<String>,
+    /// `zone` labels of [`UNMAPPED_QUERIES`]: zones no longer watched.
+    pub zones: Vec<String>,
 }
 
 #[cfg(test)]
@@ -359,13 +384,21 @@ mod tests {
             metrics.upstream_loops(upstream).inc();
             metrics.upstream_duration(upstream).observe(0.01);
         }
+        metrics.unmapped_queries("gone.zone").inc();
+        metrics.unmapped_queries("kept.zone").inc_by(2);
         metrics.retire(&Retired {
             records: vec!["gone.test".into()],
             upstreams: vec!["10.0.0.2:53".into()],
+            zones: vec!["gone.zone".into()],
         });
         let text = metrics.render();
         assert!(!text.contains("gone.test"), "{text}");
         assert!(!text.contains("10.0.0.2:53"), "{text}");
+        assert!(!text.contains("gone.zone"), "{text}");
+        assert!(
+            text.contains(&format!("{UNMAPPED_QUERIES}{{zone=\"kept.zone\"}} 2")),
+            "{text}"
+        );
         assert!(
             text.contains(&format!("{RECORD_HITS}{{record=\"kept.test\"}} 3")),
             "{text}"

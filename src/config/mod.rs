@@ -153,6 +153,10 @@ pub struct RecordsConfig {
     pub hosts: BTreeMap<LowerName, HostsEntry>,
     /// The `[[record]]` entries, in file order.
     pub entries: Vec<RecordConfig>,
+    /// `watch`: zones whose unmapped names are reported (SPEC §10), as
+    /// configured (lower-cased, deduplicated). Read them through
+    /// [`Config::watched_zones`], which adds the zones of the bundles.
+    pub watch: Vec<Name>,
 }
 
 /// One `[[record]]`, validated.
@@ -329,8 +333,23 @@ impl Config {
             hosts_files.push(resolved);
         }
 
+        let mut watch: Vec<Name> = Vec::with_capacity(raw.records.watch.len());
+        for zone in &raw.records.watch {
+            let name = parse_domain_name(zone.get_ref())
+                .map_err(|e| err(zone.span().start, format!("records.watch: {e}")))?;
+            if !watch.contains(&name) {
+                watch.push(name);
+            }
+        }
+
         let (entries, bundle_zones) =
             expand::records(&raw.record, raw.records.ttl, &base_dir, text, &err)?;
+        // The zones of every bundle in use are always watched (SPEC §10).
+        for zone in &bundle_zones {
+            if !watch.contains(zone) {
+                watch.push(zone.clone());
+            }
+        }
 
         Ok(Self {
             path: path.map(Path::to_path_buf),
@@ -344,9 +363,25 @@ impl Config {
                 hosts_files,
                 hosts,
                 entries,
+                watch,
             },
             bundle_zones,
         })
+    }
+
+    /// The zones whose unmapped names are reported (SPEC §10): `watch`, and
+    /// (once bundles exist) the zones of every bundle in use. The one place
+    /// that decides it, so that the query path, the metrics and
+    /// `/unmapped` never disagree. Lower-cased, fully qualified, no
+    /// duplicates, in the order first named.
+    pub fn watched_zones(&self) -> Vec<Name> {
+        let mut zones: Vec<Name> = Vec::with_capacity(self.records.watch.len());
+        for zone in &self.records.watch {
+            if !zones.contains(zone) {
+                zones.push(zone.clone());
+            }
+        }
+        zones
     }
 
     /// Every file whose change must trigger a reload.
@@ -569,6 +604,26 @@ mod tests {
         let config = parse(text, None, &env).expect("valid");
         assert_eq!(config.records.entries.len(), 2);
         assert_eq!(config.records.entries[1].line, 4);
+    }
+
+    #[test]
+    fn watched_zones_are_names_and_a_bad_one_is_located() {
+        let (_d, env) = env_with("nameserver 10.0.0.2\n");
+        let text = "[records]\nwatch = [\"Docker.IO.\", \"ghcr.io\", \"docker.io\"]\n";
+        let config = parse(text, None, &env).expect("valid");
+        let zones: Vec<String> = config
+            .watched_zones()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(zones, ["docker.io.", "ghcr.io."]);
+        let text = "[records]\nwatch = [\"docker.io\",\n  \"bad..zone\"]\n";
+        let err = parse(text, Some(Path::new("w.toml")), &env).expect_err("bad zone");
+        let shown = err.to_string();
+        assert!(
+            shown.starts_with("w.toml:3:3: records.watch:") && shown.contains("empty label"),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -160,6 +160,8 @@ pub struct RawRecords {
     pub ttl: u32,
     /// Files in `/etc/hosts` format.
     pub hosts_files: Vec<Spanned<PathBuf>>,
+    /// Zones whose unmapped names are reported (SPEC §10).
+    pub watch: Vec<Spanned<String>>,
 }
 
 impl Default for RawRecords {
@@ -167,6 +169,7 @@ impl Default for RawRecords {
         Self {
             ttl: 60,
             hosts_files: Vec::new(),
+            watch: Vec::new(),
         }
     }
 }

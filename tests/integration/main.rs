@@ -20,4 +20,5 @@ mod serving;
 mod single_flight_bounds;
 mod smoke;
 mod source_ports;
+mod unmapped;
 mod views;
