@@ -37,6 +37,8 @@ RULES = ROOT / "deploy/prometheus/accel-dns.rules.yml"
 PROMETHEUS_RULE = ROOT / "deploy/prometheus/accel-dns-rules.yaml"
 DASHBOARD = ROOT / "deploy/grafana/accel-dns.json"
 RUNBOOK = ROOT / "docs/runbook.md"
+PODMONITOR = ROOT / "deploy/prometheus/podmonitor.yaml"
+DAEMONSET = ROOT / "deploy/kubernetes/daemonset.yaml"
 RUNBOOK_URL_PREFIX = "https://github.com/accel-dns/accel-dns/blob/main/docs/runbook.md#"
 
 # What a dashboard variable stands for when a panel's query is sent to Prometheus as is.
@@ -206,7 +208,35 @@ def check() -> None:
     ids = [p.get("id") for p in dashboard.get("panels", [])]
     if len(ids) != len(set(ids)):
         problems.append(f"{DASHBOARD.relative_to(ROOT)}: panel ids are not unique")
+    problems += check_podmonitor()
     fail(problems)
+
+
+def check_podmonitor() -> list[str]:
+    """The PodMonitor selects the DaemonSet's pods, scrapes a port they declare, and names the job
+    after the pod label the alerts expect (job="accel-dns")."""
+    problems = []
+    where = PODMONITOR.relative_to(ROOT)
+    monitor = load_yaml(PODMONITOR)
+    template = load_yaml(DAEMONSET)["spec"]["template"]
+    pod_labels = template["metadata"]["labels"]
+    ports = {p.get("name") for c in template["spec"]["containers"] for p in c.get("ports", [])}
+    spec = monitor.get("spec", {})
+    if monitor.get("kind") != "PodMonitor" or monitor.get("apiVersion") != "monitoring.coreos.com/v1":
+        problems.append(f"{where}: not a monitoring.coreos.com/v1 PodMonitor")
+    selector = spec.get("selector", {}).get("matchLabels", {})
+    if not selector or any(pod_labels.get(k) != v for k, v in selector.items()):
+        problems.append(f"{where}: selector {selector} does not match the DaemonSet's pod labels {pod_labels}")
+    if pod_labels.get(spec.get("jobLabel")) != "accel-dns":
+        problems.append(f"{where}: jobLabel must name a pod label whose value is accel-dns (the alerts' job)")
+    for endpoint in spec.get("podMetricsEndpoints", []):
+        if endpoint.get("port") not in ports:
+            problems.append(f"{where}: port {endpoint.get('port')!r} is not a port of the DaemonSet's pods {sorted(ports)}")
+        if endpoint.get("path", "/metrics") != "/metrics":
+            problems.append(f"{where}: path must be /metrics")
+    if not spec.get("podMetricsEndpoints"):
+        problems.append(f"{where}: no podMetricsEndpoints")
+    return problems
 
 
 # ------------------------------------------------------------------ live
