@@ -73,8 +73,9 @@ impl Watch {
                 })
             })
             .collect();
-        compiled.sort_by(|a, b| b.wire.len().cmp(&a.wire.len()));
-        compiled.dedup_by(|a, b| a.wire == b.wire);
+        // The config lists each zone once; longest first, so that the most
+        // specific zone names a name's series.
+        compiled.sort_by_key(|zone| std::cmp::Reverse(zone.wire.len()));
         Self {
             zones: compiled,
             report,
