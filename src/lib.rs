@@ -10,7 +10,7 @@
 //!
 //! The running configuration is one immutable [`snapshot::Snapshot`] behind an
 //! `ArcSwap`, replaced whole by [`reload`]; [`config`] is the only loader (start,
-//! `check`, reload). [`admin`] serves health and [`metrics`]; [`health`] probes
+//! `check`, reload). [`admin`] serves health, [`metrics`] and [`status`]; [`health`] probes
 //! health-checked record addresses; [`loop_guard`] finds forwarding loops.
 
 pub mod admin;
@@ -27,6 +27,7 @@ pub mod reload;
 pub mod resolve;
 pub mod server;
 pub mod snapshot;
+pub mod status;
 pub mod udp_batch;
 pub mod udp_pool;
 pub mod upstream;
