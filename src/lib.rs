@@ -14,14 +14,18 @@
 //! health-checked record addresses; [`loop_guard`] finds forwarding loops.
 
 pub mod admin;
+pub mod admin_client;
 pub mod app;
 pub mod cache;
 pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod health;
 pub mod logging;
 pub mod loop_guard;
 pub mod metrics;
+pub mod node_address;
+pub mod node_resolv;
 pub mod records;
 pub mod reload;
 pub mod resolve;
