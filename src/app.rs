@@ -111,6 +111,7 @@ impl Server {
                 ready: ready.clone(),
                 draining: draining.clone(),
                 scrape: Arc::default(),
+                started: std::time::Instant::now(),
             };
             let stop = admin_shutdown.clone();
             tokio::spawn(async move {

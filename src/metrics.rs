@@ -3,6 +3,8 @@
 //! configured record name, the watched zone — never the asked name or the client). Hot-path
 //! counters are resolved once, so counting a query is one atomic add.
 
+use std::sync::{Arc, Mutex};
+
 use prometheus::{
     Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
     IntGauge, Opts, Registry, TextEncoder,
@@ -129,6 +131,22 @@ pub struct Metrics {
     pub record_up: GaugeVec,
     /// `accel_dns_endpoint_up`
     pub endpoint_up: GaugeVec,
+    /// The last load's result with its error text, which the gauges cannot
+    /// hold (read by `/status`).
+    last_load: Arc<Mutex<LastLoad>>,
+}
+
+/// The result of the last configuration load: at start or at a reload.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LastLoad {
+    /// Whether it was taken.
+    pub ok: bool,
+    /// When it was tried, in seconds since the Unix epoch.
+    pub unix_time: f64,
+    /// Why it failed (the loader's error, with the file, line and column).
+    pub error: Option<String>,
+    /// True for the load at start, false for a reload.
+    pub at_start: bool,
 }
 
 impl Default for Metrics {
@@ -264,6 +282,7 @@ impl Metrics {
             last_reload_timestamp,
             record_up,
             endpoint_up,
+            last_load: Arc::default(),
         }
     }
 
@@ -302,27 +321,43 @@ impl Metrics {
         self.upstream_loops.with_label_values(&[upstream])
     }
 
-    /// Counts one reload attempt and sets the reload gauges.
-    pub fn reload(&self, ok: bool) {
+    /// Counts one reload attempt and sets the reload gauges; `error` is
+    /// why it failed (`None`: it was taken).
+    pub fn reload(&self, error: Option<String>) {
         self.reloads
-            .with_label_values(&[if ok { "ok" } else { "error" }])
+            .with_label_values(&[if error.is_none() { "ok" } else { "error" }])
             .inc();
-        self.set_last_load(ok);
+        self.set_last_load(error, false);
     }
 
     /// Sets the gauges for the configuration loaded at start, without
     /// counting a reload: a fresh process runs a good configuration, and a
     /// `last_reload_success == 0` alert must not fire on every restart.
     pub fn loaded_at_start(&self) {
-        self.set_last_load(true);
+        self.set_last_load(None, true);
     }
 
-    fn set_last_load(&self, ok: bool) {
+    /// The result of the last load (at start or reload).
+    pub fn last_load(&self) -> LastLoad {
+        self.last_load
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn set_last_load(&self, error: Option<String>, at_start: bool) {
+        let ok = error.is_none();
         self.last_reload_success.set(i64::from(ok));
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
         self.last_reload_timestamp.set(now);
+        *self.last_load.lock().unwrap_or_else(|e| e.into_inner()) = LastLoad {
+            ok,
+            unix_time: now,
+            error,
+            at_start,
+        };
     }
 
     /// Removes the series of records and upstreams that the running

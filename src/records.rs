@@ -135,6 +135,8 @@ pub struct RecordTable {
     hosts: HashMap<Name, Arc<CompiledRecord>>,
     wildcard: HashMap<Name, Vec<Arc<CompiledRecord>>>,
     all: Vec<Arc<CompiledRecord>>,
+    /// How many of `all` (the first ones) come from `[[record]]`.
+    configured: usize,
 }
 
 impl RecordTable {
@@ -191,6 +193,7 @@ impl RecordTable {
             slot.push(compiled.clone());
             table.all.push(compiled);
         }
+        table.configured = table.all.len();
         for (name, entry) in &config.records.hosts {
             let name = Name::from(name.clone());
             let label = name.to_ascii().trim_end_matches('.').to_string();
@@ -229,6 +232,17 @@ impl RecordTable {
     /// Every record (for metrics and logs).
     pub fn all(&self) -> &[Arc<CompiledRecord>] {
         &self.all
+    }
+
+    /// The `[[record]]` entries, in configuration order (without the
+    /// hosts files' names).
+    pub fn configured(&self) -> &[Arc<CompiledRecord>] {
+        &self.all[..self.configured]
+    }
+
+    /// How many names the hosts files give.
+    pub fn hosts_names(&self) -> usize {
+        self.all.len() - self.configured
     }
 
     /// Whether no record is configured (lets the hot path skip the lookup).

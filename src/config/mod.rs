@@ -114,6 +114,9 @@ pub struct CacheConfig {
     pub serve_stale: Duration,
 }
 
+/// The default `[admin] listen` (also where `accel-dns status` looks).
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9553";
+
 /// `[admin]`: the HTTP endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AdminConfig {

@@ -125,7 +125,7 @@ pub struct RawAdmin {
 impl Default for RawAdmin {
     fn default() -> Self {
         Self {
-            listen: Spanned::new(0..0, "127.0.0.1:9553".to_string()),
+            listen: Spanned::new(0..0, super::DEFAULT_ADMIN_LISTEN.to_string()),
         }
     }
 }
