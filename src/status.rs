@@ -133,12 +133,7 @@ impl Status {
                 error: last_load.error.clone(),
                 at_start: last_load.at_start,
             },
-            records: snapshot
-                .records
-                .configured()
-                .iter()
-                .map(|r| record(r))
-                .collect(),
+            records: snapshot.records.configured().iter().map(record).collect(),
             hosts_names: snapshot.records.hosts_names(),
             upstreams: snapshot
                 .upstreams
