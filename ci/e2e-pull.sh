@@ -561,6 +561,12 @@ done
 
 say "done: ${#WANT[@]} scenarios, $PULLS pulls, $(secs $(($(now_ms) - SCRIPT_START))) s"
 if ((${#FAILED[@]} > 0)); then
-    say "FAILED: ${FAILED[*]} (logs in $WORK; --keep keeps them)"
+    say "FAILED: ${FAILED[*]}"
+    for f in pulls.log accel-dns.log dnsmasq.log edge.log reg-accel/registry.log; do
+        [[ -s "$WORK/$f" ]] || continue
+        echo "---- last lines of $f"
+        tail -n 15 "$WORK/$f"
+    done
+    ((KEEP == 1)) || echo "(--keep keeps every log, in a directory under /tmp)"
     exit 1
 fi
