@@ -185,13 +185,28 @@ mkdir -p "$HOME"
 
 declare -A REG_ADDR=([accel]=127.0.0.11 [origin]=127.0.0.12 [accel2]=127.0.0.14)
 
-tcp_open() { timeout 1 bash -c ">/dev/tcp/$1/443"; }
+# tcp_open ADDR [PORT]: a TCP connect succeeds.
+tcp_open() { timeout 1 bash -c ">/dev/tcp/$1/${2:-443}"; }
 https_v2_ok() { curl -sf -o /dev/null --max-time 2 --cacert "$CA" "https://$1/v2/"; }
 
-# start_registry NAME: docker-registry on REG_ADDR[NAME]:443, access log = its stdout.
+# Registry mode: "plain" (the registry serves the blobs), or "cdn": as Docker Hub does, blob GETs
+# get a 307 to the CDN name production.cloudflare.docker.com (port 8443 here, the registry holds
+# 443 on the same address), served from the registry's storage by ci/e2e/edge.py on ADDR:8443.
+REG_MODE=plain
+CDN_NAME=production.cloudflare.docker.com
+
+# start_registry NAME: docker-registry on REG_ADDR[NAME]:443, access log = its stdout; in "cdn"
+# mode also its CDN on REG_ADDR[NAME]:8443.
 start_registry() {
-    local name="$1" addr="${REG_ADDR[$1]}" dir="$WORK/reg-$1"
+    local name="$1" addr="${REG_ADDR[$1]}" dir="$WORK/reg-$1" redirect=""
     mkdir -p "$dir/data"
+    if [[ "$REG_MODE" == cdn ]]; then
+        redirect="middleware:
+  storage:
+    - name: redirect
+      options:
+        baseurl: https://$CDN_NAME:8443/"
+    fi
     cat >"$dir/config.yml" <<EOF
 version: 0.1
 log:
@@ -199,6 +214,7 @@ log:
 storage:
   filesystem:
     rootdirectory: $dir/data
+$redirect
 http:
   addr: $addr:443
   secret: e2e-$name
@@ -210,14 +226,54 @@ EOF
     PIDS["reg-$name"]=$!
     wait_until 10000 "registry $name on $addr:443" https_v2_ok "$addr" ||
         die "registry $name did not start: $(tail -5 "$dir/registry.log")"
+    if [[ "$REG_MODE" == cdn ]]; then
+        python3 "$HERE/e2e/edge.py" files "$addr" 8443 "$SRV_CRT" "$SRV_KEY" "$dir/data" \
+            2>>"$dir/cdn.log" &
+        PIDS["cdn-$name"]=$!
+        wait_until 5000 "CDN $name on $addr:8443" tcp_open "$addr" 8443 || die "CDN $name"
+    fi
 }
-stop_registry() { stop "reg-$1"; }
+stop_registry() {
+    stop "reg-$1"
+    stop "cdn-$1"
+}
+
+# registry_mode plain|cdn: restart the accelerator and the origin in that mode (the storage stays).
+registry_mode() {
+    [[ "$REG_MODE" != "$1" ]] || return 0
+    stop_registry accel
+    stop_registry origin
+    REG_MODE="$1"
+    start_registry accel
+    start_registry origin
+}
 
 # served NAME: the manifest and blob GETs in NAME's access log (the probes' /v2/ GETs do not count).
 served() {
     local n
     n=$(grep -cE '"GET /v2/[^ ]+/(manifests|blobs)/' "$WORK/reg-$1/access.log" 2>/dev/null) || true
     echo "${n:-0}"
+}
+
+# served_cdn NAME: the blob bytes NAME's CDN sent (200 answers to GETs of stored blob data).
+served_cdn() {
+    local n
+    n=$(grep -cE '"GET /docker/registry/v2/blobs/[^ ]+ HTTP/1.1" 200' "$WORK/reg-$1/cdn.log" 2>/dev/null) || true
+    echo "${n:-0}"
+}
+
+# site ACCEL ORIGIN ACCEL2: which one of three counts moved ("-" none, "mixed" more than one).
+site() {
+    local moved=() label
+    (($1 == 0)) || moved+=(accel)
+    (($2 == 0)) || moved+=(origin)
+    (($3 == 0)) || moved+=(accel2)
+    case ${#moved[@]} in
+    0) label=- ;;
+    1) label="${moved[0]}" ;;
+    *) label=mixed ;;
+    esac
+    echo "$label"
 }
 
 say "building and pushing the test image"
@@ -235,6 +291,7 @@ dnsmasq --keep-in-foreground --no-resolv --no-hosts \
     --listen-address=127.0.0.53 --bind-interfaces --port=53 --user=root --pid-file= \
     --local-ttl=0 --log-facility="$WORK/dnsmasq.log" \
     --address=/registry-1.docker.io/127.0.0.12 \
+    --address=/$CDN_NAME/127.0.0.12 \
     --address=/accel.e2e.test/127.0.0.11 \
     --address=/accel2.e2e.test/127.0.0.14 \
     2>>"$WORK/dnsmasq.log" &
@@ -294,14 +351,18 @@ record_up_is() { metric "accel_dns_record_up{record=\"$1\"}" | grep -qE " $2\$";
 
 PULLS=0
 SERVED=""   # accel, origin, accel2, mixed, or "failed"
+API_SITE="" # who answered the registry API (manifests, blob GETs), CDN_SITE: who sent blob bytes
+CDN_SITE=""
 PULL_MS=0
 
 # pull: one `skopeo copy` of docker.io/library/e2e:latest; sets SERVED from the access logs.
 pull() {
-    local before_a before_o before_2 da dor d2 t0 rc=0
+    local before_a before_o before_2 before_ca before_co da dor d2 ca co t0 rc=0
     before_a=$(served accel)
     before_o=$(served origin)
     before_2=$(served accel2)
+    before_ca=$(served_cdn accel)
+    before_co=$(served_cdn origin)
     PULLS=$((PULLS + 1))
     t0=$(now_ms)
     timeout 20 skopeo copy --quiet --policy "$WORK/policy.json" --src-cert-dir "$CERTS" \
@@ -312,19 +373,18 @@ pull() {
     da=$(($(served accel) - before_a))
     dor=$(($(served origin) - before_o))
     d2=$(($(served accel2) - before_2))
+    ca=$(($(served_cdn accel) - before_ca))
+    co=$(($(served_cdn origin) - before_co))
+    API_SITE=$(site "$da" "$dor" "$d2")
+    CDN_SITE=$(site "$ca" "$co" 0)
     if ((rc != 0)); then
         SERVED=failed
-    elif ((da > 0 && dor == 0 && d2 == 0)); then
-        SERVED=accel
-    elif ((dor > 0 && da == 0 && d2 == 0)); then
-        SERVED=origin
-    elif ((d2 > 0 && da == 0 && dor == 0)); then
-        SERVED=accel2
     else
-        SERVED=mixed
+        SERVED=$(site $((da + ca)) $((dor + co)) "$d2")
+        [[ "$SERVED" != - ]] || SERVED=mixed
     fi
-    printf 'pull %d: %s in %d ms (accel +%d, origin +%d, accel2 +%d)\n' \
-        "$PULLS" "$SERVED" "$PULL_MS" "$da" "$dor" "$d2" >>"$WORK/pulls.log"
+    printf 'pull %d: %s in %d ms (accel +%d, origin +%d, accel2 +%d; CDN accel +%d, origin +%d)\n' \
+        "$PULLS" "$SERVED" "$PULL_MS" "$da" "$dor" "$d2" "$ca" "$co" >>"$WORK/pulls.log"
 }
 
 # pull_until WANT DEADLINE_MS: pull again and again until one is served by WANT. Sets WAITED_MS
@@ -361,6 +421,7 @@ HC_TLS="health_check = { port = 443, tls = true, ca_file = \"$CA\", path = \"/v2
 FAILOVER_BOUND_MS=3000 # fall x interval + 1 s
 
 scenario_a() {
+    registry_mode plain
     write_config "[[record]]
 name = \"registry-1.docker.io\"
 a = [\"127.0.0.11\"]"
@@ -384,6 +445,7 @@ a = [\"127.0.0.11\"]"
 # bound; it starts again -> they come back.
 failover() {
     local record="$1" letter="$2" what="$3" down_ms back_ms
+    registry_mode plain
     write_config "$record"
     start_accel
     pull
@@ -426,6 +488,7 @@ $HC_TLS" b "A record, tls+path probe"
 }
 
 scenario_c() {
+    registry_mode plain
     local edge
     python3 "$HERE/e2e/edge.py" close 127.0.0.13 443 2>>"$WORK/edge.log" &
     PIDS[edge-close]=$!
@@ -481,6 +544,7 @@ $HC_TLS" d "CNAME record -> accel.e2e.test, tls+path probe"
 }
 
 scenario_e() {
+    registry_mode plain
     local record11 record14
     record11="[[record]]
 name = \"registry-1.docker.io\"
@@ -505,42 +569,71 @@ a = [\"127.0.0.11\"]"
 
 has_bundles() { "$BIN" registries >/dev/null 2>&1; }
 
-scenario_f() {
-    has_bundles || {
-        say "SKIP f: this build has no registry bundles (accel-dns registries fails)"
-        return
-    }
-    write_config "[[record]]
-registry = \"docker-hub\"
+REC_API='[[record]]
+name = "registry-1.docker.io"
+a = ["127.0.0.11"]'
+REC_CDN="[[record]]
+name = \"$CDN_NAME\"
 a = [\"127.0.0.11\"]"
+REC_HUB='[[record]]
+registry = "docker-hub"
+a = ["127.0.0.11"]'
+
+# f: blobs come from a CDN name, as on Docker Hub. A record for the API name alone sends the blob
+# bytes to the origin; a bundle record (or, in a build without bundles, a record per name) sends
+# every part of the pull to the accelerator.
+scenario_f() {
+    registry_mode cdn
+    local one_api one_cdn how
+    write_config "$REC_API"
+    start_accel
+    pull
+    one_api=$API_SITE
+    one_cdn=$CDN_SITE
+    stop_accel
+    if has_bundles; then
+        how='registry = "docker-hub"'
+        write_config "$REC_HUB"
+    else
+        how="a record per name (this build has no bundles: the bundle part is not tested)"
+        write_config "$REC_API
+
+$REC_CDN"
+    fi
     start_accel
     pull
     stop_accel
-    if [[ "$SERVED" == accel ]]; then
-        pass "f: a docker-hub bundle record: the pull went to the accelerator in $(secs "$PULL_MS") s"
+    if [[ "$one_api" == accel && "$one_cdn" == origin && "$SERVED" == accel ]]; then
+        pass "f: blobs on $CDN_NAME: a record for registry-1.docker.io alone -> API accel, blob bytes origin; $how -> all from the accelerator ($(secs "$PULL_MS") s)"
     else
-        fail f "docker-hub bundle record: the pull was $SERVED"
+        fail f "registry-1.docker.io alone: API $one_api, CDN $one_cdn (want accel, origin); $how: $SERVED (API $API_SITE, CDN $CDN_SITE)"
     fi
 }
 
+# g: the bundle minus registry-1.docker.io: the API goes to the origin, the CDN still to the
+# accelerator, and GET /unmapped names the name that was left out.
 scenario_g() {
     has_bundles || {
-        say "SKIP g: this build has no registry bundles"
+        say "SKIP g: this build has no registry bundles (accel-dns registries fails)"
         return
     }
-    write_config "[[record]]
-registry = \"docker-hub\"
-a = [\"127.0.0.11\"]
+    registry_mode cdn
+    write_config "$REC_HUB
 exclude = [\"registry-1.docker.io\"]"
     start_accel
     pull
-    local unmapped
-    unmapped="$(curl -s --max-time 2 "http://$ADMIN/unmapped" || true)"
+    local unmapped code
+    unmapped="$(curl -s --max-time 2 -w '\n%{http_code}' "http://$ADMIN/unmapped" || true)"
+    code="${unmapped##*$'\n'}"
     stop_accel
-    if [[ "$SERVED" == origin ]] && grep -q 'registry-1\.docker\.io' <<<"$unmapped"; then
-        pass "g: exclude = [\"registry-1.docker.io\"]: the pull went to the origin ($(secs "$PULL_MS") s) and /unmapped lists registry-1.docker.io"
+    if [[ "$API_SITE" != origin || "$CDN_SITE" != accel ]]; then
+        fail g "exclude = [\"registry-1.docker.io\"]: API $API_SITE, CDN $CDN_SITE (want origin, accel)"
+    elif [[ "$code" == 404 ]]; then
+        pass "g: exclude = [\"registry-1.docker.io\"]: API origin, blob bytes accel ($(secs "$PULL_MS") s); SKIP of its /unmapped part: this build has no GET /unmapped"
+    elif grep -q 'registry-1\.docker\.io' <<<"$unmapped"; then
+        pass "g: exclude = [\"registry-1.docker.io\"]: API origin, blob bytes accel ($(secs "$PULL_MS") s), and /unmapped lists registry-1.docker.io"
     else
-        fail g "exclude: pull $SERVED, /unmapped: $(head -c 300 <<<"$unmapped")"
+        fail g "exclude: /unmapped ($code) does not list registry-1.docker.io: $(head -c 300 <<<"$unmapped")"
     fi
 }
 

@@ -7,7 +7,11 @@ Usage:
   edge.py http503 ADDR PORT CERT KEY  TLS with the test certificate, every request gets 503
                                       (a TLS-terminating proxy with no healthy backend)
 
-Runs until it is killed. Standard library only.
+  edge.py files ADDR PORT CERT KEY DIR
+                                      TLS, GET serves the files under DIR: the "blob CDN" that
+                                      docker-registry's redirect middleware sends blob GETs to
+
+Runs until it is killed; requests are logged to stderr. Standard library only.
 """
 
 import http.server
@@ -37,6 +41,15 @@ class Unavailable(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, fmt, *args):
         sys.stderr.write("edge503 %s %s\n" % (self.address_string(), fmt % args))
+        sys.stderr.flush()
+
+
+class Files(http.server.SimpleHTTPRequestHandler):
+    """Serves a registry's storage directory read-only, one log line per request."""
+
+    def log_message(self, fmt, *args):
+        sys.stderr.write("cdn %s %s\n" % (self.address_string(), fmt % args))
+        sys.stderr.flush()
 
 
 class TlsServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
@@ -45,8 +58,8 @@ class TlsServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, addr, cert, key):
-        super().__init__(addr, Unavailable)
+    def __init__(self, addr, cert, key, handler=Unavailable):
+        super().__init__(addr, handler)
         self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.ctx.load_cert_chain(cert, key)
 
@@ -76,6 +89,15 @@ def main():
         serve_close(sys.argv[2], int(sys.argv[3]))
     elif len(sys.argv) == 6 and sys.argv[1] == "http503":
         TlsServer((sys.argv[2], int(sys.argv[3])), sys.argv[4], sys.argv[5]).serve_forever()
+    elif len(sys.argv) == 7 and sys.argv[1] == "files":
+        root = sys.argv[6]
+
+        def handler(*args, **kwargs):
+            return Files(*args, directory=root, **kwargs)
+
+        TlsServer(
+            (sys.argv[2], int(sys.argv[3])), sys.argv[4], sys.argv[5], handler
+        ).serve_forever()
     else:
         sys.stderr.write(__doc__)
         return 2
