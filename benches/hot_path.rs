@@ -51,6 +51,7 @@ fn snapshot() -> (tempfile::TempDir, Arc<Snapshot>, Metrics) {
         health: HealthRegistry::default(),
         upstream_permits: Arc::new(Semaphore::new(16)),
         metrics: Metrics::new(),
+        unmapped: Arc::default(),
     };
     let metrics = shared.metrics.clone();
     (

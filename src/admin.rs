@@ -1,10 +1,13 @@
 //! The admin HTTP endpoint (SPEC §5): `/healthz` (the process serves),
 //! `/readyz` (listeners bound, a configuration loaded, a usable upstream,
-//! not draining) and `/metrics` (Prometheus text).
+//! not draining), `/metrics` (Prometheus text), `/unmapped` (JSON: the
+//! names of watched zones that no record covers, SPEC §10) and `/status`
+//! (the running state as JSON, built by [`crate::status`]).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use axum::Router;
 use axum::extract::State;
@@ -15,6 +18,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::resolve::Resolver;
+use crate::status::Status;
+use crate::unmapped::UnmappedName;
 
 /// What the admin endpoint reads.
 #[derive(Clone)]
@@ -27,6 +32,8 @@ pub struct AdminState {
     pub draining: Arc<AtomicBool>,
     /// Serialises scrapes, which reset and refill the health gauges.
     pub scrape: Arc<Mutex<()>>,
+    /// When the server started (for `uptime_seconds`).
+    pub started: Instant,
 }
 
 impl AdminState {
@@ -42,6 +49,22 @@ impl AdminState {
             return Err("no usable upstream: every upstream loops back to this server");
         }
         Ok(())
+    }
+
+    /// The count of names left unmapped for `/status` (SPEC §10): as many
+    /// as `/unmapped` lists.
+    pub fn unmapped_names(&self) -> usize {
+        self.unmapped().len()
+    }
+
+    /// The `/status` body.
+    pub fn status(&self) -> Status {
+        Status::build(
+            &self.resolver.snapshot(),
+            &self.resolver.metrics().last_load(),
+            self.started.elapsed(),
+            self.unmapped_names(),
+        )
     }
 
     /// The `/metrics` body, with the gauges that are computed at scrape time
@@ -84,6 +107,18 @@ impl AdminState {
         }
         metrics.render()
     }
+
+    /// The `/unmapped` list: names still in a watched zone and still not
+    /// covered by any record of the running configuration (a name mapped
+    /// or unwatched by a reload leaves it, and comes back with its count if
+    /// a later reload unmaps it again), most asked first, ties by name.
+    pub fn unmapped(&self) -> Vec<UnmappedName> {
+        let snapshot = self.resolver.snapshot();
+        snapshot
+            .watch
+            .report()
+            .entries(|name| snapshot.watch.watches(name) && !snapshot.records.covers(name))
+    }
 }
 
 /// The router of the admin endpoint.
@@ -92,6 +127,8 @@ pub fn router(state: AdminState) -> Router {
         .route("/healthz", get(|| async { (StatusCode::OK, "ok\n") }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/unmapped", get(unmapped))
+        .route("/status", get(status))
         .with_state(state)
 }
 
@@ -113,6 +150,38 @@ async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
         .await
         .unwrap_or_default();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+}
+
+async fn unmapped(State(state): State<AdminState>) -> impl IntoResponse {
+    let body = serde_json::to_string(&state.unmapped()).unwrap_or_else(|_| "[]".into());
+    ([(header::CONTENT_TYPE, "application/json")], body)
+}
+
+/// Built on the blocking pool, as `/metrics` is: counting the cache runs
+/// its pending maintenance.
+async fn status(State(state): State<AdminState>) -> impl IntoResponse {
+    let built =
+        tokio::task::spawn_blocking(move || serde_json::to_string_pretty(&state.status())).await;
+    match built {
+        Ok(Ok(mut body)) => {
+            body.push('\n');
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/json")],
+                body,
+            )
+        }
+        Ok(Err(error)) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(header::CONTENT_TYPE, "text/plain")],
+            format!("cannot encode the status: {error}\n"),
+        ),
+        Err(error) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(header::CONTENT_TYPE, "text/plain")],
+            format!("cannot build the status: {error}\n"),
+        ),
+    }
 }
 
 /// Serves the admin endpoint on `listener` until `shutdown`.

@@ -68,6 +68,7 @@ impl Server {
             health: HealthRegistry::default(),
             upstream_permits: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
             metrics: Metrics::new(),
+            unmapped: Arc::default(),
         });
         let workers = std::thread::available_parallelism().map_or(1, usize::from);
         let listeners = Listeners::bind(&config.server.listen, workers)
@@ -110,6 +111,7 @@ impl Server {
                 ready: ready.clone(),
                 draining: draining.clone(),
                 scrape: Arc::default(),
+                started: std::time::Instant::now(),
             };
             let stop = admin_shutdown.clone();
             tokio::spawn(async move {

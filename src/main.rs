@@ -1,6 +1,9 @@
-//! The `accel-dns` binary: parse the command line, load the configuration,
-//! then check it or serve it. Errors end here: printed once, exit code 1.
+//! The `accel-dns` binary: parse the command line, then run the subcommand:
+//! the helpers that need no configuration (`status`, `node-address`,
+//! `node-resolv`, `lookup`) at once; otherwise load the configuration and
+//! check it or serve it. Errors end here: printed once, exit code 1.
 
+use std::future::Future;
 use std::process::ExitCode;
 
 use accel_dns::cli::{Cli, Command};
@@ -9,6 +12,27 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Status { admin, json }) => {
+            return helper(accel_dns::commands::status(admin, json));
+        }
+        Some(Command::Lookup { names }) => {
+            return helper(async move { accel_dns::commands::lookup(&names).await });
+        }
+        Some(Command::NodeAddress { action }) => {
+            return helper(async move { accel_dns::node_address::run(action).await });
+        }
+        Some(Command::NodeResolv(args)) => {
+            return helper(accel_dns::node_resolv::run(args));
+        }
+        // The bundles are built in: listing them reads no configuration, so it
+        // works (and says the same) wherever the binary runs.
+        Some(Command::Registries) => {
+            print!("{}", accel_dns::registries::render());
+            return ExitCode::SUCCESS;
+        }
+        _ => {}
+    }
     let env = LoadEnv::from_process();
     let path = cli.config.clone().filter(|p| !p.as_os_str().is_empty());
     let loaded = match &path {
@@ -27,7 +51,28 @@ fn main() -> ExitCode {
             println!("{}", config.summary());
             ExitCode::SUCCESS
         }
-        Command::Serve => serve(config, path, env),
+        _ => serve(config, path, env),
+    }
+}
+
+/// Runs a helper subcommand on a one-thread runtime.
+fn helper(work: impl Future<Output = anyhow::Result<()>>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(work) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 

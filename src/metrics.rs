@@ -1,7 +1,9 @@
 //! Prometheus metrics (SPEC §5). Names are constants that the tests import;
 //! every label set is bounded (protocol, outcome, upstream address, the
-//! configured record name — never the asked name or the client). Hot-path
+//! configured record name, the watched zone — never the asked name or the client). Hot-path
 //! counters are resolved once, so counting a query is one atomic add.
+
+use std::sync::{Arc, Mutex};
 
 use prometheus::{
     Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
@@ -32,6 +34,10 @@ pub const ENDPOINT_UP: &str = "accel_dns_endpoint_up";
 pub const BUILD_INFO: &str = "accel_dns_build_info";
 /// `accel_dns_upstream_loops_total{upstream}`: forwarding loops detected.
 pub const UPSTREAM_LOOPS: &str = "accel_dns_upstream_loops_total";
+/// `accel_dns_unmapped_queries_total{zone}`: queries for a name in a
+/// watched zone that no record covers (SPEC §10); `zone` is the watched
+/// zone as configured, without the trailing dot.
+pub const UNMAPPED_QUERIES: &str = "accel_dns_unmapped_queries_total";
 
 /// How a query left the server: the `outcome` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,6 +121,7 @@ pub struct Metrics {
     /// `accel_dns_cache_entries`
     pub cache_entries: IntGauge,
     record_hits: IntCounterVec,
+    unmapped: IntCounterVec,
     reloads: IntCounterVec,
     /// `accel_dns_config_last_reload_success`
     pub last_reload_success: IntGauge,
@@ -124,6 +131,22 @@ pub struct Metrics {
     pub record_up: GaugeVec,
     /// `accel_dns_endpoint_up`
     pub endpoint_up: GaugeVec,
+    /// The last load's result with its error text, which the gauges cannot
+    /// hold (read by `/status`).
+    last_load: Arc<Mutex<LastLoad>>,
+}
+
+/// The result of the last configuration load: at start or at a reload.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LastLoad {
+    /// Whether it was taken.
+    pub ok: bool,
+    /// When it was tried, in seconds since the Unix epoch.
+    pub unix_time: f64,
+    /// Why it failed (the loader's error, with the file, line and column).
+    pub error: Option<String>,
+    /// True for the load at start, false for a reload.
+    pub at_start: bool,
 }
 
 impl Default for Metrics {
@@ -186,6 +209,14 @@ impl Metrics {
             &["record"],
         )
         .expect("metric");
+        let unmapped = IntCounterVec::new(
+            Opts::new(
+                UNMAPPED_QUERIES,
+                "Queries for names in a watched zone that no record covers, by watched zone.",
+            ),
+            &["zone"],
+        )
+        .expect("metric");
         let reloads = IntCounterVec::new(
             Opts::new(RELOADS_TOTAL, "Configuration reloads by result."),
             &["result"],
@@ -224,6 +255,7 @@ impl Metrics {
             Box::new(upstream_loops.clone()),
             Box::new(cache_entries.clone()),
             Box::new(record_hits.clone()),
+            Box::new(unmapped.clone()),
             Box::new(reloads.clone()),
             Box::new(last_reload_success.clone()),
             Box::new(last_reload_timestamp.clone()),
@@ -244,11 +276,13 @@ impl Metrics {
             upstream_loops,
             cache_entries,
             record_hits,
+            unmapped,
             reloads,
             last_reload_success,
             last_reload_timestamp,
             record_up,
             endpoint_up,
+            last_load: Arc::default(),
         }
     }
 
@@ -267,6 +301,11 @@ impl Metrics {
         self.record_hits.with_label_values(&[record])
     }
 
+    /// The unmapped-queries counter of one watched zone.
+    pub fn unmapped_queries(&self, zone: &str) -> IntCounter {
+        self.unmapped.with_label_values(&[zone])
+    }
+
     /// The duration histogram of one upstream.
     pub fn upstream_duration(&self, upstream: &str) -> Histogram {
         self.upstream_duration.with_label_values(&[upstream])
@@ -282,27 +321,43 @@ impl Metrics {
         self.upstream_loops.with_label_values(&[upstream])
     }
 
-    /// Counts one reload attempt and sets the reload gauges.
-    pub fn reload(&self, ok: bool) {
+    /// Counts one reload attempt and sets the reload gauges; `error` is
+    /// why it failed (`None`: it was taken).
+    pub fn reload(&self, error: Option<String>) {
         self.reloads
-            .with_label_values(&[if ok { "ok" } else { "error" }])
+            .with_label_values(&[if error.is_none() { "ok" } else { "error" }])
             .inc();
-        self.set_last_load(ok);
+        self.set_last_load(error, false);
     }
 
     /// Sets the gauges for the configuration loaded at start, without
     /// counting a reload: a fresh process runs a good configuration, and a
     /// `last_reload_success == 0` alert must not fire on every restart.
     pub fn loaded_at_start(&self) {
-        self.set_last_load(true);
+        self.set_last_load(None, true);
     }
 
-    fn set_last_load(&self, ok: bool) {
+    /// The result of the last load (at start or reload).
+    pub fn last_load(&self) -> LastLoad {
+        self.last_load
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn set_last_load(&self, error: Option<String>, at_start: bool) {
+        let ok = error.is_none();
         self.last_reload_success.set(i64::from(ok));
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
         self.last_reload_timestamp.set(now);
+        *self.last_load.lock().unwrap_or_else(|e| e.into_inner()) = LastLoad {
+            ok,
+            unix_time: now,
+            error,
+            at_start,
+        };
     }
 
     /// Removes the series of records and upstreams that the running
@@ -314,6 +369,9 @@ impl Metrics {
     pub fn retire(&self, gone: &Retired) {
         for record in &gone.records {
             let _ = self.record_hits.remove_label_values(&[record]);
+        }
+        for zone in &gone.zones {
+            let _ = self.unmapped.remove_label_values(&[zone]);
         }
         for upstream in &gone.upstreams {
             let _ = self.upstream_duration.remove_label_values(&[upstream]);
@@ -343,6 +401,8 @@ pub struct Retired {
     /// `upstream` labels of [`UPSTREAM_DURATION`], [`UPSTREAM_ERRORS`] and
     /// [`UPSTREAM_LOOPS`].
     pub upstreams: Vec<String>,
+    /// `zone` labels of [`UNMAPPED_QUERIES`]: zones no longer watched.
+    pub zones: Vec<String>,
 }
 
 #[cfg(test)]
@@ -359,13 +419,21 @@ mod tests {
             metrics.upstream_loops(upstream).inc();
             metrics.upstream_duration(upstream).observe(0.01);
         }
+        metrics.unmapped_queries("gone.zone").inc();
+        metrics.unmapped_queries("kept.zone").inc_by(2);
         metrics.retire(&Retired {
             records: vec!["gone.test".into()],
             upstreams: vec!["10.0.0.2:53".into()],
+            zones: vec!["gone.zone".into()],
         });
         let text = metrics.render();
         assert!(!text.contains("gone.test"), "{text}");
         assert!(!text.contains("10.0.0.2:53"), "{text}");
+        assert!(!text.contains("gone.zone"), "{text}");
+        assert!(
+            text.contains(&format!("{UNMAPPED_QUERIES}{{zone=\"kept.zone\"}} 2")),
+            "{text}"
+        );
         assert!(
             text.contains(&format!("{RECORD_HITS}{{record=\"kept.test\"}} 3")),
             "{text}"

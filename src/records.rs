@@ -135,6 +135,8 @@ pub struct RecordTable {
     hosts: HashMap<Name, Arc<CompiledRecord>>,
     wildcard: HashMap<Name, Vec<Arc<CompiledRecord>>>,
     all: Vec<Arc<CompiledRecord>>,
+    /// How many of `all` (the first ones) come from `[[record]]`.
+    configured: usize,
 }
 
 impl RecordTable {
@@ -191,6 +193,7 @@ impl RecordTable {
             slot.push(compiled.clone());
             table.all.push(compiled);
         }
+        table.configured = table.all.len();
         for (name, entry) in &config.records.hosts {
             let name = Name::from(name.clone());
             let label = name.to_ascii().trim_end_matches('.').to_string();
@@ -231,6 +234,17 @@ impl RecordTable {
         &self.all
     }
 
+    /// The `[[record]]` entries, in configuration order (without the
+    /// hosts files' names).
+    pub fn configured(&self) -> &[Arc<CompiledRecord>] {
+        &self.all[..self.configured]
+    }
+
+    /// How many names the hosts files give.
+    pub fn hosts_names(&self) -> usize {
+        self.all.len() - self.configured
+    }
+
     /// Whether no record is configured (lets the hot path skip the lookup).
     pub fn is_empty(&self) -> bool {
         self.all.is_empty()
@@ -242,33 +256,73 @@ impl RecordTable {
     /// then the record without `clients`; records stepped aside by their
     /// health check do not count.
     pub fn lookup(&self, name: &Name, client: IpAddr) -> Option<&Arc<CompiledRecord>> {
-        if self.all.is_empty() {
-            return None;
-        }
-        if let Some(found) = self.exact.get(name).and_then(|list| choose(list, client)) {
-            return Some(found);
-        }
-        if let Some(found) = self.hosts.get(name) {
-            return Some(found);
-        }
-        if self.wildcard.is_empty() {
-            return None;
-        }
-        let mut suffix = name.base_name();
-        loop {
-            if let Some(found) = self
-                .wildcard
-                .get(&suffix)
-                .and_then(|list| choose(list, client))
-            {
-                return Some(found);
-            }
-            if suffix.is_root() {
-                return None;
-            }
-            suffix = suffix.base_name();
+        match self.find(name, client) {
+            RecordMatch::Answers(record) => Some(record),
+            RecordMatch::PassedOver | RecordMatch::Absent => None,
         }
     }
+
+    /// As [`RecordTable::lookup`], and when no record answers, whether one
+    /// exists for `name` at all (exact, hosts file, or a wildcard covering
+    /// it, whatever its `clients`): the unmapped-names report (SPEC §10)
+    /// counts only the names that no record covers.
+    pub fn find(&self, name: &Name, client: IpAddr) -> RecordMatch<'_> {
+        if self.all.is_empty() {
+            return RecordMatch::Absent;
+        }
+        let mut exists = false;
+        if let Some(list) = self.exact.get(name) {
+            if let Some(found) = choose(list, client) {
+                return RecordMatch::Answers(found);
+            }
+            exists = true;
+        }
+        if let Some(found) = self.hosts.get(name) {
+            return RecordMatch::Answers(found);
+        }
+        if !self.wildcard.is_empty() {
+            let mut suffix = name.base_name();
+            loop {
+                if let Some(list) = self.wildcard.get(&suffix) {
+                    if let Some(found) = choose(list, client) {
+                        return RecordMatch::Answers(found);
+                    }
+                    exists = true;
+                }
+                if suffix.is_root() {
+                    break;
+                }
+                suffix = suffix.base_name();
+            }
+        }
+        if exists {
+            RecordMatch::PassedOver
+        } else {
+            RecordMatch::Absent
+        }
+    }
+
+    /// Whether any record (exact, hosts file or wildcard) covers `name`,
+    /// whoever asks and whatever its health.
+    pub fn covers(&self, name: &Name) -> bool {
+        !matches!(
+            self.find(name, IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+            RecordMatch::Absent
+        )
+    }
+}
+
+/// What the records say about one name for one client.
+#[derive(Debug, Clone, Copy)]
+pub enum RecordMatch<'a> {
+    /// This record answers.
+    Answers(&'a Arc<CompiledRecord>),
+    /// Records of the name (or a wildcard covering it) exist, but none
+    /// answers this client now: stepped aside (SPEC §8) or in views that do
+    /// not match it (SPEC §9). The name is forwarded, but it is mapped.
+    PassedOver,
+    /// No record covers the name.
+    Absent,
 }
 
 fn choose(records: &[Arc<CompiledRecord>], client: IpAddr) -> Option<&Arc<CompiledRecord>> {
@@ -338,5 +392,26 @@ mod tests {
         assert_eq!(first_a([10, 2, 2, 3]), Some(Ipv4Addr::new(203, 0, 113, 2)));
         assert_eq!(first_a([127, 0, 0, 1]), Some(Ipv4Addr::new(203, 0, 113, 1)));
         assert!(t.lookup(&name("only.io."), ANYONE).is_none());
+    }
+
+    #[test]
+    fn find_tells_a_record_passed_over_from_no_record() {
+        let t = table(
+            "[[record]]\nname = \"view.io\"\nclients = [\"10.1.0.0/16\"]\na = [\"203.0.113.4\"]\n\
+             [[record]]\nname = \"*.wild.io\"\nclients = [\"10.1.0.0/16\"]\na = [\"203.0.113.5\"]\n\
+             [[record]]\nname = \"plain.io\"\na = [\"203.0.113.6\"]\n",
+        );
+        let kind = |n: &str| match t.find(&name(n), ANYONE) {
+            RecordMatch::Answers(_) => "answers",
+            RecordMatch::PassedOver => "passed over",
+            RecordMatch::Absent => "absent",
+        };
+        assert_eq!(kind("plain.io."), "answers");
+        assert_eq!(kind("view.io."), "passed over");
+        assert_eq!(kind("a.b.wild.io."), "passed over");
+        assert_eq!(kind("wild.io."), "absent");
+        assert_eq!(kind("other.io."), "absent");
+        assert!(t.covers(&name("View.IO.")));
+        assert!(!t.covers(&name("wild.io.")));
     }
 }

@@ -229,7 +229,7 @@ impl Reloader {
         let config = match loaded {
             Ok(config) => config,
             Err(error) => {
-                metrics.reload(false);
+                metrics.reload(Some(error.to_string()));
                 tracing::error!(%error, "reload failed; the running configuration stays in force");
                 return false;
             }
@@ -251,7 +251,7 @@ impl Reloader {
         // Series of records and upstreams the new snapshot no longer has
         // leave /metrics now; those it kept keep their values.
         metrics.retire(&previous.gone_from(&next));
-        metrics.reload(true);
+        metrics.reload(None);
         tracing::info!(%summary, "configuration reloaded");
         true
     }

@@ -22,7 +22,7 @@ use hickory_proto::rr::{DNSClass, Name, RecordType};
 use crate::cache::{CacheEntry, CacheKey, Lookup, STALE_TTL};
 use crate::loop_guard::LoopGuard;
 use crate::metrics::{Metrics, Outcome, Protocol};
-use crate::records::{Answer, CompiledRecord};
+use crate::records::{Answer, CompiledRecord, RecordMatch};
 use crate::snapshot::Snapshot;
 use crate::upstream::UpstreamError;
 use crate::wire::{self, ClientQuery, Inbound, TtlRule, WireAnswer};
@@ -198,37 +198,47 @@ impl Resolver {
         }
 
         let class = query.query.query_class();
-        if (class == DNSClass::IN || class == DNSClass::ANY)
-            && let Some(record) = snapshot
+        if class == DNSClass::IN || class == DNSClass::ANY {
+            match snapshot
                 .records
-                .lookup(query.name(), client.ip().to_canonical())
-        {
-            record.hits.inc();
-            if let Answer::Cname(_) = record.answer
-                && query.query_type() != RecordType::CNAME
+                .find(query.name(), client.ip().to_canonical())
             {
-                let record = record.clone();
-                return self.pending(
-                    snapshot,
-                    query,
-                    wire::packet_question(packet),
-                    client,
-                    protocol,
-                    started,
-                    Work::Chase(record),
-                );
+                RecordMatch::Answers(record) => {
+                    record.hits.inc();
+                    if let Answer::Cname(_) = record.answer
+                        && query.query_type() != RecordType::CNAME
+                    {
+                        let record = record.clone();
+                        return self.pending(
+                            snapshot,
+                            query,
+                            wire::packet_question(packet),
+                            client,
+                            protocol,
+                            started,
+                            Work::Chase(record),
+                        );
+                    }
+                    let message = answer_from_record(&query, record);
+                    self.count(
+                        &snapshot,
+                        &query,
+                        client,
+                        protocol,
+                        Outcome::Record,
+                        ResponseCode::NoError,
+                        started,
+                    );
+                    return reply_message(&message, protocol, udp_limit);
+                }
+                // Forwarded as any other name, and reported if a watched
+                // zone holds it (SPEC §10).
+                RecordMatch::Absent => {
+                    snapshot.watch.note(query.name());
+                }
+                // Mapped, though no record answers this client now.
+                RecordMatch::PassedOver => {}
             }
-            let message = answer_from_record(&query, record);
-            self.count(
-                &snapshot,
-                &query,
-                client,
-                protocol,
-                Outcome::Record,
-                ResponseCode::NoError,
-                started,
-            );
-            return reply_message(&message, protocol, udp_limit);
         }
 
         let key = snapshot

@@ -2,7 +2,7 @@
 //! config, the compiled records, the upstream pool and the cache handle.
 //! Built whole by [`Snapshot::build`], swapped in atomically by the reload
 //! path, read once per query; its background tasks (loop probes) stop when
-//! it is replaced, and what it alone had (records, upstreams) leaves the
+//! it is replaced, and what it alone had (records, upstreams, watched zones) leaves the
 //! metrics with it ([`Snapshot::gone_from`]).
 
 use std::collections::BTreeSet;
@@ -18,6 +18,7 @@ use crate::config::Config;
 use crate::health::HealthRegistry;
 use crate::metrics::{Metrics, Retired};
 use crate::records::RecordTable;
+use crate::unmapped::{UnmappedReport, Watch};
 use crate::upstream::UpstreamPool;
 
 /// Everything a query needs from the configuration.
@@ -31,6 +32,8 @@ pub struct Snapshot {
     pub upstreams: Arc<UpstreamPool>,
     /// The answer cache (shared with earlier snapshots).
     pub cache: AnswerCache,
+    /// The watched zones, reporting into the process-wide report.
+    pub watch: Watch,
     /// Stops this snapshot's background tasks.
     pub tasks: CancellationToken,
 }
@@ -44,6 +47,9 @@ pub struct Shared {
     pub upstream_permits: Arc<Semaphore>,
     /// Every metric.
     pub metrics: Metrics,
+    /// The names of watched zones found unmapped (SPEC §10), kept across
+    /// reloads.
+    pub unmapped: Arc<UnmappedReport>,
 }
 
 impl Snapshot {
@@ -57,6 +63,11 @@ impl Snapshot {
             shared.upstream_permits.clone(),
             &shared.metrics,
         ));
+        let watch = Watch::compile(
+            &config.watched_zones(),
+            shared.unmapped.clone(),
+            &shared.metrics,
+        );
         let cache = match cache {
             Some(running) => running.reconfigured(config.cache),
             None => AnswerCache::new(config.cache),
@@ -66,6 +77,7 @@ impl Snapshot {
             records,
             upstreams,
             cache,
+            watch,
             tasks: CancellationToken::new(),
         }
     }
@@ -91,6 +103,8 @@ pub struct SeriesLabels<'a> {
     pub records: BTreeSet<&'a str>,
     /// `upstream` labels (`IP:PORT`).
     pub upstreams: BTreeSet<String>,
+    /// `zone` labels of the watched zones.
+    pub zones: BTreeSet<&'a str>,
 }
 
 impl SeriesLabels<'_> {
@@ -108,6 +122,12 @@ impl SeriesLabels<'_> {
                 .iter()
                 .filter(|label| !next.upstreams.contains(*label))
                 .cloned()
+                .collect(),
+            zones: self
+                .zones
+                .iter()
+                .filter(|label| !next.zones.contains(*label))
+                .map(|label| label.to_string())
                 .collect(),
         }
     }
@@ -129,6 +149,7 @@ impl Snapshot {
                 .iter()
                 .map(|s| s.addr.to_string())
                 .collect(),
+            zones: self.watch.labels().collect(),
         }
     }
 
@@ -165,6 +186,7 @@ mod tests {
         SeriesLabels {
             records: records.iter().copied().collect(),
             upstreams: upstreams.iter().map(|u| u.to_string()).collect(),
+            zones: BTreeSet::new(),
         }
     }
 
@@ -203,5 +225,14 @@ mod tests {
             assert_eq!(retired.records, records, "{old:?} -> {new:?}");
             assert_eq!(retired.upstreams, upstreams, "{old:?} -> {new:?}");
         }
+    }
+
+    #[test]
+    fn a_zone_no_longer_watched_is_retired() {
+        let mut old = labels(&[], &[]);
+        old.zones = ["docker.io", "ghcr.io"].into_iter().collect();
+        let mut new = labels(&[], &[]);
+        new.zones = ["ghcr.io", "quay.io"].into_iter().collect();
+        assert_eq!(old.minus(&new).zones, vec!["docker.io".to_string()]);
     }
 }

@@ -109,6 +109,13 @@ impl UpstreamServer {
         self.skip_until_ms.store(0, Ordering::Relaxed);
     }
 
+    /// How much longer it is skipped after a failure (`None`: not skipped).
+    pub fn skipped_for(&self) -> Option<Duration> {
+        let until = self.skip_until_ms.load(Ordering::Relaxed);
+        let now = self.now_ms();
+        (until > now).then(|| Duration::from_millis(until - now))
+    }
+
     /// Whether it was found to send this server's queries back to it.
     pub fn is_looped(&self) -> bool {
         self.looped.load(Ordering::Relaxed)

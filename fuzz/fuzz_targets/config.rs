@@ -26,6 +26,7 @@ fn shared() -> &'static Shared {
         health: HealthRegistry::default(),
         upstream_permits: Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT)),
         metrics: Metrics::new(),
+        unmapped: Default::default(),
     })
 }
 

@@ -47,6 +47,7 @@ listen = ""
 
 [records]
 ttl = 60
+watch = ["docker.io", "docker.com"]
 
 [[record]]
 name = "docker.io"
@@ -144,6 +145,7 @@ pub fn fixture() -> &'static Fixture {
             health: HealthRegistry::default(),
             upstream_permits: Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT)),
             metrics: Metrics::new(),
+            unmapped: Arc::default(),
         };
         let snapshot = Arc::new(Snapshot::build(config, None, &shared));
         for (answer, dnssec_ok) in canned_answers() {

@@ -17,6 +17,7 @@ use rustls::pki_types::pem::PemObject;
 
 use super::raw::{RawHealthCheck, TlsValue};
 use super::types::RecordName;
+use crate::registries::BundleName;
 
 /// `health_check` of a record (SPEC §8). Two records whose checks are equal
 /// (and that probe the same address) share one probe.
@@ -152,11 +153,14 @@ impl CheckError {
     }
 }
 
-/// Validates the `health_check` of the record `name`; `base_dir` is where
-/// a relative `ca_file` is found (the config file's directory).
+/// Validates the `health_check` of the record `name`; `bundle` is the
+/// bundle entry the record was expanded from (its SNI answers `tls = true`
+/// for a wildcard); `base_dir` is where a relative `ca_file` is found (the
+/// config file's directory).
 pub(super) fn validate(
     raw: &RawHealthCheck,
     name: &RecordName,
+    bundle: Option<&BundleName>,
     base_dir: &Path,
 ) -> Result<HealthCheckConfig, CheckError> {
     if raw.port == 0 || raw.fall == 0 || raw.rise == 0 {
@@ -173,7 +177,17 @@ pub(super) fn validate(
     }
     let server_name = match raw.tls.as_ref().map(|t| (t.span().start, t.get_ref())) {
         None | Some((_, TlsValue::Enabled(false))) => None,
+        Some((offset, TlsValue::Name(_))) if bundle.is_some() => {
+            return Err(CheckError::at(
+                offset,
+                "health_check tls = \"NAME\" on a registry record: each name of the bundle \
+                 is probed with its own name as SNI, write tls = true",
+            ));
+        }
         Some((_, TlsValue::Name(named))) => Some(named.0.clone()),
+        Some((_, TlsValue::Enabled(true))) if bundle.is_some() => {
+            bundle.map(BundleName::server_name)
+        }
         Some((offset, TlsValue::Enabled(true))) => match name {
             RecordName::Exact(exact) => Some(Name::from(exact.clone())),
             RecordName::Wildcard(_) => {
@@ -225,9 +239,14 @@ pub(super) fn validate(
             }
             // Plain HTTP to a wildcard record asks for the name below the
             // star: the only name the record itself gives.
-            let host = server_name.clone().unwrap_or_else(|| match name {
-                RecordName::Exact(exact) | RecordName::Wildcard(exact) => Name::from(exact.clone()),
-            });
+            let host = server_name
+                .clone()
+                .or_else(|| bundle.map(BundleName::server_name))
+                .unwrap_or_else(|| match name {
+                    RecordName::Exact(exact) | RecordName::Wildcard(exact) => {
+                        Name::from(exact.clone())
+                    }
+                });
             Some(HttpCheck {
                 path: text.clone(),
                 host,

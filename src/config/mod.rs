@@ -9,12 +9,13 @@
 //! by the configuration.
 
 mod error;
+mod expand;
 mod health;
 mod hosts;
 mod raw;
 mod types;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -66,6 +67,10 @@ pub struct Config {
     pub log: LogConfig,
     /// `[records]` and every `[[record]]`.
     pub records: RecordsConfig,
+    /// The zones of every registry bundle in use (SPEC §10), sorted, each
+    /// once: their unmapped names are reported. To be unioned with
+    /// `[records] watch`.
+    pub bundle_zones: Vec<Name>,
 }
 
 /// `[server]`: the listeners and who may use them.
@@ -109,6 +114,9 @@ pub struct CacheConfig {
     pub serve_stale: Duration,
 }
 
+/// The default `[admin] listen` (also where `accel-dns status` looks).
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9553";
+
 /// `[admin]`: the HTTP endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AdminConfig {
@@ -148,6 +156,10 @@ pub struct RecordsConfig {
     pub hosts: BTreeMap<LowerName, HostsEntry>,
     /// The `[[record]]` entries, in file order.
     pub entries: Vec<RecordConfig>,
+    /// `watch`: zones whose unmapped names are reported (SPEC §10), as
+    /// configured (lower-cased, deduplicated). Read them through
+    /// [`Config::watched_zones`], which adds the zones of the bundles.
+    pub watch: Vec<Name>,
 }
 
 /// One `[[record]]`, validated.
@@ -165,6 +177,8 @@ pub struct RecordConfig {
     pub health_check: Option<HealthCheckConfig>,
     /// Line of the record in the config file (for logs).
     pub line: usize,
+    /// The bundle (`registry = "ID"`) the record was expanded from, if any.
+    pub bundle: Option<&'static str>,
 }
 
 /// What a record answers with.
@@ -322,71 +336,22 @@ impl Config {
             hosts_files.push(resolved);
         }
 
-        let mut entries = Vec::with_capacity(raw.record.len());
-        let mut seen: BTreeSet<(String, Vec<IpNet>)> = BTreeSet::new();
-        for spanned in &raw.record {
-            let offset = spanned.span().start;
-            let record = spanned.get_ref();
-            let label = record.name.label();
-            let data = match (&record.cname, record.a.is_empty() && record.aaaa.is_empty()) {
-                (Some(_), false) => {
-                    return Err(err(
-                        offset,
-                        format!("record {label}: cname and addresses are mutually exclusive"),
-                    ));
-                }
-                (None, true) => {
-                    return Err(err(
-                        offset,
-                        format!("record {label}: needs a cname or at least one address in a/aaaa"),
-                    ));
-                }
-                (Some(target), true) => RecordData::Cname(target.0.clone()),
-                (None, false) => RecordData::Addresses {
-                    a: dedup(&record.a),
-                    aaaa: dedup(&record.aaaa),
-                },
-            };
-            let mut clients = record.clients.clone().unwrap_or_default();
-            if record.clients.as_ref().is_some_and(Vec::is_empty) {
-                return Err(err(
-                    offset,
-                    format!("record {label}: clients is empty (leave it out to answer everyone)"),
-                ));
+        let mut watch: Vec<Name> = Vec::with_capacity(raw.records.watch.len());
+        for zone in &raw.records.watch {
+            let name = parse_domain_name(zone.get_ref())
+                .map_err(|e| err(zone.span().start, format!("records.watch: {e}")))?;
+            if !watch.contains(&name) {
+                watch.push(name);
             }
-            clients.iter_mut().for_each(|n| *n = n.trunc());
-            clients.sort();
-            clients.dedup();
-            if !seen.insert((label.clone(), clients.clone())) {
-                let set = if clients.is_empty() {
-                    String::new()
-                } else {
-                    format!(" for clients {clients:?}")
-                };
-                return Err(err(
-                    offset,
-                    format!("record {label}: defined more than once{set}"),
-                ));
+        }
+
+        let (entries, bundle_zones) =
+            expand::records(&raw.record, raw.records.ttl, &base_dir, text, &err)?;
+        // The zones of every bundle in use are always watched (SPEC §10).
+        for zone in &bundle_zones {
+            if !watch.contains(zone) {
+                watch.push(zone.clone());
             }
-            let health_check = match &record.health_check {
-                None => None,
-                Some(check) => Some(health::validate(check, &record.name, &base_dir).map_err(
-                    |e| {
-                        err(
-                            e.offset.unwrap_or(offset),
-                            format!("record {label}: {}", e.message),
-                        )
-                    },
-                )?),
-            };
-            entries.push(RecordConfig {
-                name: record.name.clone(),
-                data,
-                ttl: record.ttl.unwrap_or(raw.records.ttl),
-                clients,
-                health_check,
-                line: Location::of_offset(text, offset).line,
-            });
         }
 
         Ok(Self {
@@ -401,8 +366,25 @@ impl Config {
                 hosts_files,
                 hosts,
                 entries,
+                watch,
             },
+            bundle_zones,
         })
+    }
+
+    /// The zones whose unmapped names are reported (SPEC §10): `watch`, and
+    /// (once bundles exist) the zones of every bundle in use. The one place
+    /// that decides it, so that the query path, the metrics and
+    /// `/unmapped` never disagree. Lower-cased, fully qualified, no
+    /// duplicates, in the order first named.
+    pub fn watched_zones(&self) -> Vec<Name> {
+        let mut zones: Vec<Name> = Vec::with_capacity(self.records.watch.len());
+        for zone in &self.records.watch {
+            if !zones.contains(zone) {
+                zones.push(zone.clone());
+            }
+        }
+        zones
     }
 
     /// Every file whose change must trigger a reload.
@@ -438,8 +420,13 @@ impl Config {
             .map(ToString::to_string)
             .collect();
         format!(
-            "ok: {} records, {} hosts-file names, {} upstreams ({}), {} listeners ({})",
+            "ok: {} records ({} from bundles), {} hosts-file names, {} upstreams ({}), {} listeners ({})",
             self.records.entries.len(),
+            self.records
+                .entries
+                .iter()
+                .filter(|r| r.bundle.is_some())
+                .count(),
             self.records.hosts.len(),
             self.upstream.servers.len(),
             upstreams.join(", "),
@@ -620,6 +607,26 @@ mod tests {
         let config = parse(text, None, &env).expect("valid");
         assert_eq!(config.records.entries.len(), 2);
         assert_eq!(config.records.entries[1].line, 4);
+    }
+
+    #[test]
+    fn watched_zones_are_names_and_a_bad_one_is_located() {
+        let (_d, env) = env_with("nameserver 10.0.0.2\n");
+        let text = "[records]\nwatch = [\"Docker.IO.\", \"ghcr.io\", \"docker.io\"]\n";
+        let config = parse(text, None, &env).expect("valid");
+        let zones: Vec<String> = config
+            .watched_zones()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(zones, ["docker.io.", "ghcr.io."]);
+        let text = "[records]\nwatch = [\"docker.io\",\n  \"bad..zone\"]\n";
+        let err = parse(text, Some(Path::new("w.toml")), &env).expect_err("bad zone");
+        let shown = err.to_string();
+        assert!(
+            shown.starts_with("w.toml:3:3: records.watch:") && shown.contains("empty label"),
+            "{shown}"
+        );
     }
 
     #[test]

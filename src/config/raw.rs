@@ -125,7 +125,7 @@ pub struct RawAdmin {
 impl Default for RawAdmin {
     fn default() -> Self {
         Self {
-            listen: Spanned::new(0..0, "127.0.0.1:9553".to_string()),
+            listen: Spanned::new(0..0, super::DEFAULT_ADMIN_LISTEN.to_string()),
         }
     }
 }
@@ -160,6 +160,8 @@ pub struct RawRecords {
     pub ttl: u32,
     /// Files in `/etc/hosts` format.
     pub hosts_files: Vec<Spanned<PathBuf>>,
+    /// Zones whose unmapped names are reported (SPEC §10).
+    pub watch: Vec<Spanned<String>>,
 }
 
 impl Default for RawRecords {
@@ -167,6 +169,7 @@ impl Default for RawRecords {
         Self {
             ttl: 60,
             hosts_files: Vec::new(),
+            watch: Vec::new(),
         }
     }
 }
@@ -175,8 +178,12 @@ impl Default for RawRecords {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRecord {
-    /// Exact name or `*.` wildcard.
-    pub name: RecordName,
+    /// Exact name or `*.` wildcard; exactly one of `name` and `registry`.
+    pub name: Option<RecordName>,
+    /// A built-in bundle (SPEC §10): one record per name of the bundle.
+    pub registry: Option<Spanned<String>>,
+    /// Names of the bundle to leave out (only with `registry`).
+    pub exclude: Option<Spanned<Vec<Spanned<String>>>>,
     /// IPv4 addresses.
     #[serde(default)]
     pub a: Vec<Ipv4Addr>,

@@ -18,7 +18,7 @@ mod probe;
 use std::collections::HashMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use arc_swap::ArcSwap;
@@ -53,6 +53,10 @@ pub enum TargetLookup {
 pub struct Endpoint {
     addr: SocketAddr,
     up: AtomicBool,
+    /// Set once a probe has finished (for `/status`: `unchecked` before).
+    checked: AtomicBool,
+    /// Unix time in milliseconds of the last change of verdict; 0: none yet.
+    changed_unix_ms: AtomicU64,
     changes: watch::Sender<u64>,
 }
 
@@ -76,9 +80,37 @@ impl Endpoint {
         self.addr
     }
 
+    /// Whether a probe has finished yet (before the first, the address
+    /// counts as up without having been seen).
+    pub fn is_checked(&self) -> bool {
+        self.checked.load(Ordering::Relaxed)
+    }
+
+    /// When the verdict last changed (unix milliseconds), `None` if it never has.
+    pub fn changed_unix_ms(&self) -> Option<u64> {
+        match self.changed_unix_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(ms),
+        }
+    }
+
     fn set(&self, up: bool) {
         self.up.store(up, Ordering::Relaxed);
+        self.changed_unix_ms.store(unix_ms(), Ordering::Relaxed);
         self.changes.send_modify(|generation| *generation += 1);
+    }
+}
+
+/// Now, in milliseconds since the Unix epoch (0 if the clock is before it).
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl Endpoint {
+    fn probed(&self) {
+        self.checked.store(true, Ordering::Relaxed);
     }
 }
 
@@ -126,6 +158,17 @@ impl TargetHealth {
             .iter()
             .map(|e| (e.addr.ip(), e.is_up()))
             .collect()
+    }
+
+    /// Whether the target resolves (false after `fall` resolutions in a
+    /// row gave no address).
+    pub fn resolves(&self) -> bool {
+        self.state.load().resolves
+    }
+
+    /// The probes of the addresses the target resolves to now (for `/status`).
+    pub fn probes(&self) -> Vec<Arc<Endpoint>> {
+        self.state.load().endpoints.clone()
     }
 
     /// The CNAME target.
@@ -222,6 +265,8 @@ impl HealthRegistry {
         let endpoint = Arc::new(Endpoint {
             addr: key.addr,
             up: AtomicBool::new(true),
+            checked: AtomicBool::new(false),
+            changed_unix_ms: AtomicU64::new(0),
             changes: self.inner.changes.clone(),
         });
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
@@ -307,6 +352,7 @@ async fn probe_loop(endpoint: Weak<Endpoint>, probe: Probe, check: HealthCheckCo
         let Some(endpoint) = endpoint.upgrade() else {
             return;
         };
+        endpoint.probed();
         let addr = endpoint.addr;
         match (
             streak.record(result.is_ok(), endpoint.is_up(), &check),
