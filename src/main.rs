@@ -57,10 +57,34 @@ fn main() -> ExitCode {
 
 /// Runs a helper subcommand on a one-thread runtime.
 fn helper(work: impl Future<Output = anyhow::Result<()>>) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    run(
+        tokio::runtime::Builder::new_current_thread().enable_all(),
+        work,
+    )
+}
+
+fn serve(config: config::Config, path: Option<std::path::PathBuf>, env: LoadEnv) -> ExitCode {
+    let log = accel_dns::logging::init(&config.log);
+    accel_dns::app::raise_file_limit();
+    run(
+        tokio::runtime::Builder::new_multi_thread().enable_all(),
+        async {
+            let result = accel_dns::app::serve(config, path, env, log).await;
+            if let Err(error) = &result {
+                tracing::error!("{error:#}");
+            }
+            result
+        },
+    )
+}
+
+/// Builds the runtime and runs `work` on it to the end; an error (of
+/// either) is printed once and is exit code 1.
+fn run(
+    builder: &mut tokio::runtime::Builder,
+    work: impl Future<Output = anyhow::Result<()>>,
+) -> ExitCode {
+    let runtime = match builder.build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: cannot start the runtime: {error}");
@@ -70,29 +94,6 @@ fn helper(work: impl Future<Output = anyhow::Result<()>>) -> ExitCode {
     match runtime.block_on(work) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn serve(config: config::Config, path: Option<std::path::PathBuf>, env: LoadEnv) -> ExitCode {
-    let log = accel_dns::logging::init(&config.log);
-    accel_dns::app::raise_file_limit();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("error: cannot start the runtime: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(accel_dns::app::serve(config, path, env, log)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            tracing::error!("{error:#}");
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
         }
