@@ -91,6 +91,7 @@ impl AdminState {
         metrics
             .cache_entries
             .set(i64::try_from(snapshot.cache.entry_count()).unwrap_or(i64::MAX));
+        metrics.ready.set(i64::from(self.readiness().is_ok()));
         metrics.record_up.reset();
         metrics.endpoint_up.reset();
         for (label, up) in records {

@@ -30,6 +30,8 @@ pub const LAST_RELOAD_TIMESTAMP: &str = "accel_dns_config_last_reload_timestamp_
 pub const RECORD_UP: &str = "accel_dns_record_up";
 /// `accel_dns_endpoint_up{record,address}`
 pub const ENDPOINT_UP: &str = "accel_dns_endpoint_up";
+/// `accel_dns_ready`: 1 while `/readyz` answers 200 (set at scrape time).
+pub const READY: &str = "accel_dns_ready";
 /// `accel_dns_build_info{version}`
 pub const BUILD_INFO: &str = "accel_dns_build_info";
 /// `accel_dns_upstream_loops_total{upstream}`: forwarding loops detected.
@@ -131,6 +133,8 @@ pub struct Metrics {
     pub record_up: GaugeVec,
     /// `accel_dns_endpoint_up`
     pub endpoint_up: GaugeVec,
+    /// `accel_dns_ready`
+    pub ready: IntGauge,
     /// The last load's result with its error text, which the gauges cannot
     /// hold (read by `/status`).
     last_load: Arc<Mutex<LastLoad>>,
@@ -242,6 +246,11 @@ impl Metrics {
             &["record", "address"],
         )
         .expect("metric");
+        let ready = IntGauge::new(
+            READY,
+            "1 while the server is ready (/readyz answers 200): bound, configured, not draining, an upstream usable.",
+        )
+        .expect("metric");
         let build_info = IntGauge::with_opts(
             Opts::new(BUILD_INFO, "Build information.")
                 .const_label("version", env!("CARGO_PKG_VERSION")),
@@ -261,6 +270,7 @@ impl Metrics {
             Box::new(last_reload_timestamp.clone()),
             Box::new(record_up.clone()),
             Box::new(endpoint_up.clone()),
+            Box::new(ready.clone()),
             Box::new(build_info),
         ] {
             registry.register(collector).expect("unique metric");
@@ -282,6 +292,7 @@ impl Metrics {
             last_reload_timestamp,
             record_up,
             endpoint_up,
+            ready,
             last_load: Arc::default(),
         }
     }

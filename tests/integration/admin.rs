@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use accel_dns::metrics::{
     BUILD_INFO, CACHE_ENTRIES, ENDPOINT_UP, LAST_RELOAD_SUCCESS, LAST_RELOAD_TIMESTAMP,
-    QUERIES_TOTAL, RECORD_HITS, RECORD_UP, RELOADS_TOTAL, UPSTREAM_DURATION, UPSTREAM_ERRORS,
+    QUERIES_TOTAL, READY, RECORD_HITS, RECORD_UP, RELOADS_TOTAL, UPSTREAM_DURATION,
+    UPSTREAM_ERRORS,
 };
 use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::RecordType;
@@ -180,6 +181,7 @@ async fn healthz_and_readyz_are_200_after_start() {
     assert_eq!(server.admin_get("/healthz").await.0, 200);
     let (status, body) = server.admin_get("/readyz").await;
     assert_eq!(status, 200, "{body}");
+    assert_eq!(server.metric(READY).await, Some(1.0), "the gauge agrees");
     let (status, _) = server.admin_get("/no-such-page").await;
     assert_eq!(status, 404);
 }
@@ -203,6 +205,11 @@ async fn readyz_fails_while_draining_and_queries_are_still_answered() {
     .await;
     let (_, body) = server.admin_get("/readyz").await;
     assert!(body.contains("draining"), "{body}");
+    assert_eq!(
+        server.metric(READY).await,
+        Some(0.0),
+        "accel_dns_ready follows /readyz"
+    );
     assert_eq!(server.admin_get("/healthz").await.0, 200, "still alive");
     assert_eq!(
         answer_a(server.dns, "docker.io.").await,
