@@ -32,6 +32,13 @@ pub const STALE_TTL: u32 = 30;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct CacheKey(u64);
 
+// The key is already a keyed SipHash of the question: moka hashes it with
+// the identity instead of hashing it a second time.
+impl nohash_hasher::IsEnabled for CacheKey {}
+
+/// moka's hasher for [`CacheKey`]: the key's own 64 bits.
+type KeyHasher = nohash_hasher::BuildNoHashHasher<CacheKey>;
+
 /// One cached answer.
 #[derive(Debug)]
 pub struct CacheEntry {
@@ -123,7 +130,7 @@ impl moka::Expiry<CacheKey, Arc<CacheEntry>> for KeepFor {
 /// The cache, or nothing when `max_entries = 0`.
 #[derive(Clone)]
 pub struct AnswerCache {
-    inner: Option<Cache<CacheKey, Arc<CacheEntry>>>,
+    inner: Option<Cache<CacheKey, Arc<CacheEntry>, KeyHasher>>,
     config: CacheConfig,
     hasher: RandomState,
 }
@@ -148,7 +155,7 @@ impl AnswerCache {
                     usize::try_from(config.max_entries.min(INITIAL_CAPACITY_LIMIT)).unwrap_or(0),
                 )
                 .expire_after(KeepFor)
-                .build()
+                .build_with_hasher(KeyHasher::default())
         });
         Self {
             inner,
