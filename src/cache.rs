@@ -18,7 +18,7 @@ use hickory_proto::rr::{DNSClass, Name, RecordType};
 use moka::sync::Cache;
 
 use crate::config::CacheConfig;
-use crate::wire::{AnswerFacts, TtlRule, WireAnswer};
+use crate::wire::{AnswerFacts, LowerName, TtlRule, WireAnswer};
 
 /// How long an upstream SERVFAIL is remembered at most.
 pub const SERVFAIL_TTL: Duration = Duration::from_secs(5);
@@ -173,20 +173,20 @@ impl AnswerCache {
         class: DNSClass,
         dnssec_ok: bool,
     ) -> CacheKey {
-        let mut lower = [0u8; 256];
-        let mut len = 0;
-        for label in name.iter() {
-            if len + label.len() + 1 > lower.len() {
-                break;
-            }
-            lower[len] = label.len() as u8;
-            for (slot, byte) in lower[len + 1..].iter_mut().zip(label) {
-                *slot = byte.to_ascii_lowercase();
-            }
-            len += label.len() + 1;
-        }
+        self.key_of(&LowerName::of(name), query_type, class, dnssec_ok)
+    }
+
+    /// [`AnswerCache::key`] of a name already lower-cased (the query path
+    /// makes it once for the cache and the unmapped-names report).
+    pub fn key_of(
+        &self,
+        name: &LowerName,
+        query_type: RecordType,
+        class: DNSClass,
+        dnssec_ok: bool,
+    ) -> CacheKey {
         let mut hasher = self.hasher.build_hasher();
-        hasher.write(&lower[..len]);
+        hasher.write(name.as_bytes());
         hasher.write_u16(u16::from(query_type));
         hasher.write_u16(u16::from(class));
         hasher.write_u8(u8::from(dnssec_ok));

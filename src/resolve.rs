@@ -25,7 +25,7 @@ use crate::metrics::{Metrics, Outcome, Protocol};
 use crate::records::{Answer, CompiledRecord, RecordMatch};
 use crate::snapshot::Snapshot;
 use crate::upstream::UpstreamError;
-use crate::wire::{self, ClientQuery, Inbound, TtlRule, WireAnswer};
+use crate::wire::{self, ClientQuery, Inbound, LowerName, TtlRule, WireAnswer};
 
 /// Longest chain of CNAME records followed inside the records.
 pub const MAX_CNAME_CHAIN: usize = 8;
@@ -198,6 +198,9 @@ impl Resolver {
         }
 
         let class = query.query.query_class();
+        // Whether no record exists for the name: it is forwarded as any
+        // other name, and reported if a watched zone holds it (SPEC §10).
+        let mut absent = false;
         if class == DNSClass::IN || class == DNSClass::ANY {
             match snapshot
                 .records
@@ -231,19 +234,20 @@ impl Resolver {
                     );
                     return reply_message(&message, protocol, udp_limit);
                 }
-                // Forwarded as any other name, and reported if a watched
-                // zone holds it (SPEC §10).
-                RecordMatch::Absent => {
-                    snapshot.watch.note(query.name());
-                }
+                RecordMatch::Absent => absent = true,
                 // Mapped, though no record answers this client now.
                 RecordMatch::PassedOver => {}
             }
         }
 
+        // Lower-cased once, for the report and the cache key.
+        let lower = LowerName::of(query.name());
+        if absent {
+            snapshot.watch.note(&lower, query.name());
+        }
         let key = snapshot
             .cache
-            .key(query.name(), query.query_type(), class, query.dnssec_ok());
+            .key_of(&lower, query.query_type(), class, query.dnssec_ok());
         let packet_question = wire::packet_question(packet);
         if let Some(question) = packet_question
             && let Lookup::Fresh(entry) = snapshot.cache.get(&key, question, query.dnssec_ok())

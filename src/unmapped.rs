@@ -28,14 +28,12 @@ use prometheus::IntCounter;
 use serde::Serialize;
 
 use crate::metrics::Metrics;
+use crate::wire::LowerName;
 
 /// Distinct names the report keeps (and logs) per process. A client can
 /// ask for any number of names below a watched zone; past this many, new
 /// names are counted only in the zone's metric, and one warning says so.
 pub const MAX_NAMES: usize = 1_000;
-
-/// The longest name in wire form (RFC 1035 §2.3.4).
-const MAX_WIRE: usize = 255;
 
 /// One watched zone of a snapshot.
 #[derive(Debug)]
@@ -62,15 +60,13 @@ impl Watch {
     pub fn compile(zones: &[Name], report: Arc<UnmappedReport>, metrics: &Metrics) -> Self {
         let mut compiled: Vec<Zone> = zones
             .iter()
-            .filter_map(|zone| {
-                let mut buf = [0u8; MAX_WIRE];
-                let len = lower_wire(zone, &mut buf)?;
+            .map(|zone| {
                 let label = display(zone);
-                Some(Zone {
-                    wire: Box::from(&buf[..len]),
+                Zone {
+                    wire: Box::from(LowerName::of(zone).as_bytes()),
                     counter: metrics.unmapped_queries(&label),
                     label: Arc::from(label),
-                })
+                }
             })
             .collect();
         // The config lists each zone once; longest first, so that the most
@@ -108,15 +104,11 @@ impl Watch {
     /// Notes a query for `name`, for which no record exists: counted and
     /// reported if `name` is at or below a watched zone. Returns whether it
     /// was.
-    pub fn note(&self, name: &Name) -> bool {
+    pub fn note(&self, lower: &LowerName, name: &Name) -> bool {
         if self.zones.is_empty() {
             return false;
         }
-        let mut buf = [0u8; MAX_WIRE];
-        let Some(len) = lower_wire(name, &mut buf) else {
-            return false;
-        };
-        let wire = &buf[..len];
+        let wire = lower.as_bytes();
         let Some(zone) = self.zone_of(wire) else {
             return false;
         };
@@ -127,8 +119,7 @@ impl Watch {
 
     /// Whether `name` is at or below a watched zone (for `/unmapped`).
     pub fn watches(&self, name: &Name) -> bool {
-        let mut buf = [0u8; MAX_WIRE];
-        lower_wire(name, &mut buf).is_some_and(|len| self.zone_of(&buf[..len]).is_some())
+        self.zone_of(LowerName::of(name).as_bytes()).is_some()
     }
 
     /// The most specific watched zone that `wire` (lower-cased) is at or below.
@@ -154,26 +145,6 @@ fn on_label_boundary(wire: &[u8], offset: usize) -> bool {
         }
     }
     at == offset
-}
-
-/// Writes the lower-cased wire form of `name` (root label included) into
-/// `buf`; its length, or `None` if it does not fit (it always does for a
-/// name that parsed).
-fn lower_wire(name: &Name, buf: &mut [u8; MAX_WIRE]) -> Option<usize> {
-    let mut len = 0;
-    for label in name.iter() {
-        let end = len + 1 + label.len();
-        if end >= buf.len() {
-            return None;
-        }
-        buf[len] = u8::try_from(label.len()).ok()?;
-        for (slot, byte) in buf[len + 1..end].iter_mut().zip(label) {
-            *slot = byte.to_ascii_lowercase();
-        }
-        len = end;
-    }
-    buf[len] = 0;
-    Some(len + 1)
 }
 
 /// A name as dig users write it: lower-cased, without the trailing dot.
@@ -298,6 +269,10 @@ mod tests {
         Name::from_ascii(text).expect("name")
     }
 
+    fn note(w: &Watch, n: &Name) -> bool {
+        w.note(&LowerName::of(n), n)
+    }
+
     fn watch(zones: &[&str]) -> (Watch, Metrics) {
         let metrics = Metrics::new();
         let zones: Vec<Name> = zones.iter().map(|z| name(z)).collect();
@@ -309,9 +284,8 @@ mod tests {
     fn names_at_or_below_a_zone_match_on_label_boundaries_only() {
         let (w, _m) = watch(&["docker.io.", "cdn.docker.io."]);
         let zone = |n: &str| {
-            let mut buf = [0u8; MAX_WIRE];
-            let len = lower_wire(&name(n), &mut buf).expect("fits");
-            w.zone_of(&buf[..len]).map(|z| z.label.to_string())
+            w.zone_of(LowerName::of(&name(n)).as_bytes())
+                .map(|z| z.label.to_string())
         };
         assert_eq!(zone("docker.io."), Some("docker.io".into()));
         assert_eq!(zone("Registry-1.DOCKER.io."), Some("docker.io".into()));
@@ -333,10 +307,10 @@ mod tests {
             "a.docker.io.",
             "c.docker.io.",
         ] {
-            assert!(w.note(&name(n)));
+            assert!(note(&w, &name(n)));
         }
-        assert!(w.note(&name("c.docker.io")));
-        assert!(!w.note(&name("quay.io.")));
+        assert!(note(&w, &name("c.docker.io")));
+        assert!(!note(&w, &name("quay.io.")));
         let got = w.report().entries(|_| true);
         let rows: Vec<(&str, u64)> = got.iter().map(|e| (e.name.as_str(), e.queries)).collect();
         assert_eq!(
@@ -351,13 +325,13 @@ mod tests {
     fn the_list_stops_at_the_cap_and_the_metric_keeps_counting() {
         let (w, m) = watch(&["docker.io."]);
         for i in 0..MAX_NAMES + 50 {
-            assert!(w.note(&name(&format!("n{i}.docker.io."))));
+            assert!(note(&w, &name(&format!("n{i}.docker.io."))));
         }
         assert_eq!(w.report().len(), MAX_NAMES);
         assert!(w.report().full.load(Ordering::Relaxed));
         // A name already held still counts in the list; a new one only in the metric.
-        w.note(&name("n0.docker.io."));
-        w.note(&name("new.docker.io."));
+        note(&w, &name("n0.docker.io."));
+        note(&w, &name("new.docker.io."));
         assert_eq!(w.report().len(), MAX_NAMES);
         let top = &w.report().entries(|_| true)[0];
         assert_eq!((top.name.as_str(), top.queries), ("n0.docker.io", 2));
@@ -371,7 +345,7 @@ mod tests {
     fn nothing_watched_notes_nothing() {
         let (w, _m) = watch(&[]);
         assert!(w.is_empty());
-        assert!(!w.note(&name("docker.io.")));
+        assert!(!note(&w, &name("docker.io.")));
         assert!(w.report().is_empty());
     }
 }

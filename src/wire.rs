@@ -504,6 +504,44 @@ pub enum TtlRule {
     Fixed(u32),
 }
 
+/// A name's wire form in lower case, root label included, on the stack:
+/// what the cache key hashes and the unmapped-names report matches, made
+/// once per query (RFC 1035 §2.3.4: at most 255 bytes).
+pub struct LowerName {
+    buf: [u8; 256],
+    len: usize,
+}
+
+impl LowerName {
+    /// The lower-cased wire form of `name`.
+    pub fn of(name: &Name) -> Self {
+        let mut buf = [0u8; 256];
+        let mut len = 0;
+        for label in name.iter() {
+            // A parsed name always fits; stop rather than overrun.
+            let Ok(label_len) = u8::try_from(label.len()) else {
+                break;
+            };
+            let end = len + 1 + label.len();
+            if end >= buf.len() {
+                break;
+            }
+            buf[len] = label_len;
+            for (slot, byte) in buf[len + 1..end].iter_mut().zip(label) {
+                *slot = byte.to_ascii_lowercase();
+            }
+            len = end;
+        }
+        // The root label (buf[len] is already 0).
+        Self { buf, len: len + 1 }
+    }
+
+    /// The bytes, root label included.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
 /// The question bytes of a client packet (`QNAME QTYPE QCLASS`), if the name
 /// is written without compression (always, in a sane query).
 pub fn packet_question(packet: &[u8]) -> Option<&[u8]> {
