@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Load and memory soak of the release binary (issue 7, SPEC §7), on loopback
+# Load and memory soak of the release binary (issue 7, README "How a query is answered", limits), on loopback
 # in a private network namespace. Two phases, each on a fresh accel-dns:
 #
 #  1. soak (DURATION s, default 60): dnsperf at the highest rate it gets

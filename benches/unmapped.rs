@@ -1,4 +1,4 @@
-//! The unmapped-names check (SPEC §10) on the hot path: what a query for a
+//! The unmapped-names check (README "Unmapped names") on the hot path: what a query for a
 //! name that no record covers pays. A name of a watched zone already seen
 //! (a suffix match, a read-locked lookup, two atomic adds), a name outside
 //! every watched zone (the suffix match alone), and no zone watched. The

@@ -1,7 +1,7 @@
-//! The admin HTTP endpoint (SPEC §5): `/healthz` (the process serves),
+//! The admin HTTP endpoint (README "Admin endpoint and metrics"): `/healthz` (the process serves),
 //! `/readyz` (listeners bound, a configuration loaded, a usable upstream,
 //! not draining), `/metrics` (Prometheus text), `/unmapped` (JSON: the
-//! names of watched zones that no record covers, SPEC §10) and `/status`
+//! names of watched zones that no record covers, README "Unmapped names") and `/status`
 //! (the running state as JSON, built by [`crate::status`]).
 
 use std::collections::BTreeMap;
@@ -51,7 +51,7 @@ impl AdminState {
         Ok(())
     }
 
-    /// The count of names left unmapped for `/status` (SPEC §10): as many
+    /// The count of names left unmapped for `/status` (README "Unmapped names"): as many
     /// as `/unmapped` lists.
     pub fn unmapped_names(&self) -> usize {
         self.unmapped().len()

@@ -1,5 +1,5 @@
 //! Wiring: load the configuration, bind, serve, reload, and shut down
-//! (SPEC §2 signals, §6 restarts). `serve` takes the configuration and
+//! (README "Command line" signals, §6 restarts). `serve` takes the configuration and
 //! returns when a shutdown signal has been handled and in-flight queries
 //! drained; [`Server::start`] is the same in pieces, for tests.
 
@@ -219,7 +219,7 @@ pub async fn serve(
 }
 
 /// Raises the soft open-files limit to the hard one: every upstream query
-/// and TCP client holds a descriptor, and the bounds of SPEC §7 need more
+/// and TCP client holds a descriptor, and the bounds of README "How a query is answered", limits need more
 /// than the usual 1024.
 pub fn raise_file_limit() {
     // SAFETY: getrlimit/setrlimit only read and write the struct passed.

@@ -1,4 +1,4 @@
-//! The answer cache (SPEC §4.4, §4.6) on moka: entries keyed by lower-cased
+//! The answer cache (README "How a query is answered", cache, §4.6) on moka: entries keyed by lower-cased
 //! name, type, class and the DO bit; each held as a [`WireAnswer`] with the
 //! time it was stored, so a hit is served by patching TTLs in place. Entries
 //! live for their TTL plus the `serve_stale` window; the caller decides when a
@@ -240,7 +240,7 @@ impl AnswerCache {
         }
     }
 
-    /// Stores an upstream answer under the rules of SPEC §4.6. Returns the
+    /// Stores an upstream answer under the rules of README "How a query is answered", caching rules. Returns the
     /// stored entry, or the answer back when it is not to be cached.
     pub fn store(
         &self,

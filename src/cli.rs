@@ -1,4 +1,4 @@
-//! The command line (SPEC §2): `serve` (the default), `check` and
+//! The command line (README "Command line"): `serve` (the default), `check` and
 //! `registries`; the helpers around a running server: `status`, and for
 //! deployments that ship nothing but this binary, `node-address`,
 //! `node-resolv` and `lookup` (README "Command line").

@@ -1,4 +1,4 @@
-//! Logging through `tracing` to stderr (SPEC §2): the level comes from
+//! Logging through `tracing` to stderr (README "Command line"): the level comes from
 //! `RUST_LOG` when set, else from `[log] level`, and follows reloads.
 
 use tracing_subscriber::EnvFilter;

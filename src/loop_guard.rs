@@ -1,4 +1,4 @@
-//! Forwarding-loop detection (SPEC §4.5). For each upstream, a query for a
+//! Forwarding-loop detection (README "How a query is answered", upstream). For each upstream, a query for a
 //! random, never-reused name is sent through that upstream alone; if the
 //! same name then arrives here as a client query, that upstream forwards
 //! our queries back to us (a node resolver such as systemd-resolved pointed

@@ -1,4 +1,4 @@
-//! Prometheus metrics (SPEC §5). Names are constants that the tests import;
+//! Prometheus metrics (README "Admin endpoint and metrics"). Names are constants that the tests import;
 //! every label set is bounded (protocol, outcome, upstream address, the
 //! configured record name, the watched zone — never the asked name or the client). Hot-path
 //! counters are resolved once, so counting a query is one atomic add.
@@ -37,7 +37,7 @@ pub const BUILD_INFO: &str = "accel_dns_build_info";
 /// `accel_dns_upstream_loops_total{upstream}`: forwarding loops detected.
 pub const UPSTREAM_LOOPS: &str = "accel_dns_upstream_loops_total";
 /// `accel_dns_unmapped_queries_total{zone}`: queries for a name in a
-/// watched zone that no record covers (SPEC §10); `zone` is the watched
+/// watched zone that no record covers (README "Unmapped names"); `zone` is the watched
 /// zone as configured, without the trailing dot.
 pub const UNMAPPED_QUERIES: &str = "accel_dns_unmapped_queries_total";
 

@@ -1,4 +1,4 @@
-//! The compiled record table (SPEC §3 `[[record]]`, `hosts_files`; §4.3; §8;
+//! The compiled record table (README "Configuration reference" `[[record]]`, `hosts_files`; §4.3; §8;
 //! §9): exact names, `*.` wildcards and hosts-file names, each name holding
 //! one or more records chosen by the client's network and by the health of
 //! their addresses. Built once per configuration snapshot, read-only after.
@@ -59,7 +59,7 @@ pub struct CompiledRecord {
     /// Whether any address is health-checked.
     pub health_checked: bool,
     /// A health-checked CNAME record's target: whether it resolves to an
-    /// address that is up (SPEC §8).
+    /// address that is up (README "Health-checked records (fail-open)").
     pub target_health: Option<Arc<TargetHealth>>,
     /// `accel_dns_record_hits_total{record}`.
     pub hits: IntCounter,
@@ -264,7 +264,7 @@ impl RecordTable {
 
     /// As [`RecordTable::lookup`], and when no record answers, whether one
     /// exists for `name` at all (exact, hosts file, or a wildcard covering
-    /// it, whatever its `clients`): the unmapped-names report (SPEC §10)
+    /// it, whatever its `clients`): the unmapped-names report (README "Unmapped names")
     /// counts only the names that no record covers.
     pub fn find(&self, name: &Name, client: IpAddr) -> RecordMatch<'_> {
         if self.all.is_empty() {
@@ -318,8 +318,8 @@ pub enum RecordMatch<'a> {
     /// This record answers.
     Answers(&'a Arc<CompiledRecord>),
     /// Records of the name (or a wildcard covering it) exist, but none
-    /// answers this client now: stepped aside (SPEC §8) or in views that do
-    /// not match it (SPEC §9). The name is forwarded, but it is mapped.
+    /// answers this client now: stepped aside (README "Health-checked records (fail-open)") or in views that do
+    /// not match it (README "Views (answers by client network)"). The name is forwarded, but it is mapped.
     PassedOver,
     /// No record covers the name.
     Absent,

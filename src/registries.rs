@@ -1,4 +1,4 @@
-//! The built-in registry bundles (SPEC §10): the names one image pull from a
+//! The built-in registry bundles (README "Unmapped names"): the names one image pull from a
 //! registry touches, kept as data in `src/registries.toml` and embedded in
 //! the binary. This module parses and checks that file once, and renders it
 //! for `accel-dns registries`; `config` expands `registry = "ID"` records

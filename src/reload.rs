@@ -1,4 +1,4 @@
-//! Live reload (SPEC §6). Three sources feed one path: a file watcher on
+//! Live reload (README "Live reload"). Three sources feed one path: a file watcher on
 //! the *directories* of every watched file (so renames and Kubernetes
 //! ConfigMap `..data` symlink swaps are seen), a 1 s poll as a safety net,
 //! and SIGHUP. A change of content (or SIGHUP) loads the configuration with
@@ -326,7 +326,7 @@ pub fn start_snapshot_tasks(
 }
 
 /// Logs (warn) each time a health-checked record steps aside because every
-/// address is down, and each time it answers again (SPEC §8). Endpoints log
+/// address is down, and each time it answers again (README "Health-checked records (fail-open)"). Endpoints log
 /// their own changes; this is the change operators act on. Holds the records
 /// weakly so that it never keeps a probe of an old configuration alive.
 fn log_record_health(snapshot: &Snapshot, health: &HealthRegistry) {

@@ -1,4 +1,4 @@
-//! The query pipeline (SPEC §4): guard (parse, ACL) → records → cache →
+//! The query pipeline (README "How a query is answered"): guard (parse, ACL) → records → cache →
 //! upstream, and the CNAME chase that joins records to upstream answers.
 //!
 //! [`Resolver::handle`] answers everything that needs no upstream
@@ -31,7 +31,7 @@ use crate::wire::{self, ClientQuery, Inbound, LowerName, TtlRule, WireAnswer};
 pub const MAX_CNAME_CHAIN: usize = 8;
 
 /// Clients that may wait on one upstream query (the first included); the
-/// next identical query gets SERVFAIL at once (SPEC §7). Clients joining a
+/// next identical query gets SERVFAIL at once (README "How a query is answered", limits). Clients joining a
 /// query in flight take no upstream permit, so without this a flood of one
 /// uncached name at a slow upstream queued without bound (issue 11: 58 MB
 /// at 5,000 in flight). BIND's `clients-per-query` (10, growing to 100) is
@@ -199,7 +199,7 @@ impl Resolver {
 
         let class = query.query.query_class();
         // Whether no record exists for the name: it is forwarded as any
-        // other name, and reported if a watched zone holds it (SPEC §10).
+        // other name, and reported if a watched zone holds it (README "Unmapped names").
         let mut absent = false;
         if class == DNSClass::IN || class == DNSClass::ANY {
             match snapshot
@@ -501,7 +501,7 @@ impl Resolver {
                         })?
                     }
                     // Every upstream failed: the target gets the same serve_stale
-                    // rescue as a forwarded name (SPEC §4.5), or a CNAME record
+                    // rescue as a forwarded name (README "How a query is answered", upstream), or a CNAME record
                     // pointing at an accelerator would fail while its target is
                     // still in the cache.
                     _ => match snapshot.cache.get(&key, &asked, query.dnssec_ok()) {
@@ -720,7 +720,7 @@ fn reply_message(message: &Message, protocol: Protocol, limit: Option<usize>) ->
 
 /// An error answer (FORMERR, NOTIMP, BADVERS, REFUSED) to `packet`, never
 /// larger than `packet` over either transport: these go to anyone, so they
-/// must not amplify (SPEC §4.1, §4.2). Echoing the question is not enough to
+/// must not amplify (README "How a query is answered", malformed input, §4.2). Echoing the question is not enough to
 /// ensure that: a query's name can be a compression pointer into its own
 /// header, two bytes on the wire that decode to a label of up to ten, so
 /// the echo outgrew an 18-byte query by 10 bytes (found by fuzzing; see the

@@ -1,4 +1,4 @@
-//! The DNS listeners (SPEC §2, §4.7, §6): UDP and TCP on every `listen`
+//! The DNS listeners (README "Command line", §4.7, §6): UDP and TCP on every `listen`
 //! address, each socket with `SO_REUSEPORT` so that a new instance can bind
 //! beside a running one. Thin by design: bytes in, [`Resolver::handle`],
 //! bytes out; queries that need upstream run in tasks tracked for the drain.
@@ -422,7 +422,7 @@ impl Connection {
     /// idle timeout, and a frame once begun must arrive whole within it.
     ///
     /// From shutdown on (`drain_until` set) the connection is never what
-    /// holds the exit (SPEC §2): it keeps reading only while complete queries
+    /// holds the exit (README "Command line"): it keeps reading only while complete queries
     /// keep coming, each within [`TCP_DRAIN_IDLE`] of the last (a query
     /// already on its way is answered rather than cut off by the close),
     /// then stops reading, sends the answers of the queries in flight, and
@@ -551,7 +551,7 @@ impl Connection {
                 // Take the answer's slot before starting the work: at most
                 // TCP_PIPELINE_DEPTH queries are in flight or queued per
                 // connection, so a client that sends without reading is held
-                // back by TCP itself instead of piling up tasks (SPEC §7).
+                // back by TCP itself instead of piling up tasks (README "How a query is answered", limits).
                 let Ok(slot) = answers.clone().reserve_owned().await else {
                     return false;
                 };

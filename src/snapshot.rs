@@ -47,7 +47,7 @@ pub struct Shared {
     pub upstream_permits: Arc<Semaphore>,
     /// Every metric.
     pub metrics: Metrics,
-    /// The names of watched zones found unmapped (SPEC §10), kept across
+    /// The names of watched zones found unmapped (README "Unmapped names"), kept across
     /// reloads.
     pub unmapped: Arc<UnmappedReport>,
 }

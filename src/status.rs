@@ -39,7 +39,7 @@ pub struct Status {
     pub upstreams: Vec<UpstreamStatus>,
     /// Entries in the answer cache.
     pub cache_entries: u64,
-    /// Names of watched zones asked for that no record maps (SPEC §10):
+    /// Names of watched zones asked for that no record maps (README "Unmapped names"):
     /// the length of `/unmapped`.
     pub unmapped_names: usize,
 }

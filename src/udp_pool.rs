@@ -1,4 +1,4 @@
-//! A pool of UDP sockets towards one upstream (SPEC §4.5): 16 sockets, each
+//! A pool of UDP sockets towards one upstream (README "How a query is answered", upstream): 16 sockets, each
 //! bound to a kernel-chosen random port and connected to the upstream (so
 //! the kernel drops datagrams from any other address or port), shared by
 //! every query to that upstream. A query takes a socket at random and a
@@ -280,7 +280,7 @@ async fn read_answers(socket: Arc<UdpSocket>, waiters: Arc<Waiters>) {
         if len > RECEIVE_BUFFER {
             // An upstream that ignores the EDNS size we announce sent more than
             // we read: the cut answer is marked truncated (TC), so the query is
-            // retried over TCP (SPEC §4.5) instead of failing as malformed
+            // retried over TCP (README "How a query is answered", upstream) instead of failing as malformed
             // (found by the hostile_upstreams tests).
             buffer[2] |= 0x02;
         }

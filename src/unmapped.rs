@@ -1,4 +1,4 @@
-//! The names left unmapped (SPEC §10, second half): a query for a name at or
+//! The names left unmapped (README "Unmapped names", second half): a query for a name at or
 //! below a watched zone that no record covers is forwarded as usual, and
 //! reported here — `accel_dns_unmapped_queries_total{zone}`, one warn line
 //! the first time a name is seen, and per-name counts for `GET /unmapped`.

@@ -1,4 +1,4 @@
-//! Forwarding (SPEC §4.5): ordered upstream servers with failover inside one
+//! Forwarding (README "How a query is answered", upstream): ordered upstream servers with failover inside one
 //! time budget, a skip-for-a-while after a failure, UDP with a retry over TCP
 //! when truncated, and the anti-spoofing rules: every UDP query goes out on
 //! a socket picked at random from a pool of 16 bound to kernel-chosen random

@@ -1,5 +1,5 @@
 //! The DNS wire format at the edges of the query path: turning client bytes
-//! into a [`ClientQuery`] (or the error answer SPEC §4.1 names), building
+//! into a [`ClientQuery`] (or the error answer README "How a query is answered", malformed input names), building
 //! answers, fitting them to the client's buffer (§4.7), and [`WireAnswer`]:
 //! an encoded answer whose ID, question case and TTLs are patched in place,
 //! so that a cache hit costs a copy rather than a full encode.
@@ -98,7 +98,7 @@ pub enum Inbound {
     Drop,
 }
 
-/// Classifies raw bytes from a client (SPEC §4.1).
+/// Classifies raw bytes from a client (README "How a query is answered", malformed input).
 pub fn parse_query(packet: &[u8]) -> Inbound {
     let Ok(message) = Message::from_vec(packet) else {
         return malformed_edns(packet).unwrap_or(Inbound::Drop);
@@ -208,7 +208,7 @@ fn malformed_edns(packet: &[u8]) -> Option<Inbound> {
 }
 
 /// Encodes `message`; over UDP, an answer larger than `limit` is replaced by
-/// the same header and question with TC set and no records (SPEC §4.7).
+/// the same header and question with TC set and no records (README "How a query is answered", size).
 /// `None` only if the message cannot be encoded at all.
 pub fn encode_for(message: &Message, udp_limit: Option<usize>) -> Option<Vec<u8>> {
     let bytes = message.to_vec().ok()?;
@@ -366,7 +366,7 @@ impl WireAnswer {
         &self.bytes[12..self.question_end()]
     }
 
-    /// What the cache needs to know of this answer (SPEC §4.6).
+    /// What the cache needs to know of this answer (README "How a query is answered", caching rules).
     pub fn facts(&self) -> AnswerFacts {
         let mut facts = AnswerFacts {
             rcode: self.rcode(),
@@ -693,7 +693,7 @@ pub fn encode_upstream_query(id: u16, question: &[u8], dnssec_ok: bool) -> Vec<u
 }
 
 /// Whether `answer` is a response with `id` to exactly `question` (case
-/// aside): the anti-spoofing check of SPEC §4.5, on bytes.
+/// aside): the anti-spoofing check of README "How a query is answered", upstream, on bytes.
 pub fn is_answer_to(answer: &[u8], id: u16, question: &[u8]) -> bool {
     answer.len() >= 12 + question.len()
         && answer[0..2] == id.to_be_bytes()

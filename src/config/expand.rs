@@ -1,6 +1,6 @@
 //! The `[[record]]` list turned into validated records: each record's data
 //! and `clients` checked, a `registry = "ID"` record expanded into one record
-//! per name of its bundle (SPEC §10), and the rules that span records
+//! per name of its bundle (README "Unmapped names"), and the rules that span records
 //! applied — a name once per `clients` set, an explicit `name` before a
 //! bundle's, no two bundles giving the same name to the same clients.
 

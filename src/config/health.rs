@@ -1,4 +1,4 @@
-//! `health_check = { ... }` of a record (SPEC §8), validated: the timing,
+//! `health_check = { ... }` of a record (README "Health-checked records (fail-open)"), validated: the timing,
 //! and what one probe checks beyond the TCP connect — a TLS handshake
 //! (`tls`, verified against the system's roots or `ca_file`) and an HTTP/1.1
 //! `GET` (`path`). Everything a probe needs is resolved here, at load, so
@@ -19,7 +19,7 @@ use super::raw::{RawHealthCheck, TlsValue};
 use super::types::RecordName;
 use crate::registries::BundleName;
 
-/// `health_check` of a record (SPEC §8). Two records whose checks are equal
+/// `health_check` of a record (README "Health-checked records (fail-open)"). Two records whose checks are equal
 /// (and that probe the same address) share one probe.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct HealthCheckConfig {

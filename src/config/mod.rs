@@ -1,4 +1,4 @@
-//! Configuration: the TOML file of SPEC §3 turned into a validated, typed
+//! Configuration: the TOML file of README "Configuration reference" turned into a validated, typed
 //! [`Config`]. The same [`load`] function serves the start, `check` and every
 //! reload, so the three can never disagree.
 //!
@@ -67,7 +67,7 @@ pub struct Config {
     pub log: LogConfig,
     /// `[records]` and every `[[record]]`.
     pub records: RecordsConfig,
-    /// The zones of every registry bundle in use (SPEC §10), sorted, each
+    /// The zones of every registry bundle in use (README "Unmapped names"), sorted, each
     /// once: their unmapped names are reported. To be unioned with
     /// `[records] watch`.
     pub bundle_zones: Vec<Name>,
@@ -156,7 +156,7 @@ pub struct RecordsConfig {
     pub hosts: BTreeMap<LowerName, HostsEntry>,
     /// The `[[record]]` entries, in file order.
     pub entries: Vec<RecordConfig>,
-    /// `watch`: zones whose unmapped names are reported (SPEC §10), as
+    /// `watch`: zones whose unmapped names are reported (README "Unmapped names"), as
     /// configured (lower-cased, deduplicated). Read them through
     /// [`Config::watched_zones`], which adds the zones of the bundles.
     pub watch: Vec<Name>,
@@ -347,7 +347,7 @@ impl Config {
 
         let (entries, bundle_zones) =
             expand::records(&raw.record, raw.records.ttl, &base_dir, text, &err)?;
-        // The zones of every bundle in use are always watched (SPEC §10).
+        // The zones of every bundle in use are always watched (README "Unmapped names").
         for zone in &bundle_zones {
             if !watch.contains(zone) {
                 watch.push(zone.clone());
@@ -372,7 +372,7 @@ impl Config {
         })
     }
 
-    /// The zones whose unmapped names are reported (SPEC §10): `watch`, and
+    /// The zones whose unmapped names are reported (README "Unmapped names"): `watch`, and
     /// (once bundles exist) the zones of every bundle in use. The one place
     /// that decides it, so that the query path, the metrics and
     /// `/unmapped` never disagree. Lower-cased, fully qualified, no
@@ -391,7 +391,7 @@ impl Config {
     pub fn watched_files(&self) -> Vec<PathBuf> {
         let mut files: Vec<PathBuf> = self.path.iter().cloned().collect();
         files.extend(self.records.hosts_files.iter().cloned());
-        // A CA file rotated in place is a new check (SPEC §8), as a hosts
+        // A CA file rotated in place is a new check (README "Health-checked records (fail-open)"), as a hosts
         // file edited in place is new records.
         for record in &self.records.entries {
             if let Some(ca) = record

@@ -1,4 +1,4 @@
-//! Raw serde shapes of the TOML file: exactly the schema of SPEC §3, with
+//! Raw serde shapes of the TOML file: exactly the schema of README "Configuration reference", with
 //! `deny_unknown_fields` everywhere so that a typo is an error, and values
 //! already typed (durations, addresses, names, networks) so that `toml`
 //! reports a bad value with its line and column.
@@ -160,7 +160,7 @@ pub struct RawRecords {
     pub ttl: u32,
     /// Files in `/etc/hosts` format.
     pub hosts_files: Vec<Spanned<PathBuf>>,
-    /// Zones whose unmapped names are reported (SPEC §10).
+    /// Zones whose unmapped names are reported (README "Unmapped names").
     pub watch: Vec<Spanned<String>>,
 }
 
@@ -180,7 +180,7 @@ impl Default for RawRecords {
 pub struct RawRecord {
     /// Exact name or `*.` wildcard; exactly one of `name` and `registry`.
     pub name: Option<RecordName>,
-    /// A built-in bundle (SPEC §10): one record per name of the bundle.
+    /// A built-in bundle (README "Unmapped names"): one record per name of the bundle.
     pub registry: Option<Spanned<String>>,
     /// Names of the bundle to leave out (only with `registry`).
     pub exclude: Option<Spanned<Vec<Spanned<String>>>>,
@@ -194,9 +194,9 @@ pub struct RawRecord {
     pub cname: Option<DomainName>,
     /// TTL of this record's answers.
     pub ttl: Option<u32>,
-    /// Client networks this record answers (SPEC §9).
+    /// Client networks this record answers (README "Views (answers by client network)").
     pub clients: Option<Vec<IpNet>>,
-    /// Health check of the addresses, or of what a CNAME target resolves to (SPEC §8).
+    /// Health check of the addresses, or of what a CNAME target resolves to (README "Health-checked records (fail-open)").
     pub health_check: Option<RawHealthCheck>,
 }
 

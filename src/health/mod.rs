@@ -1,4 +1,4 @@
-//! Health checks of records (SPEC §8), below the records and above nothing
+//! Health checks of records (README "Health-checked records (fail-open)"), below the records and above nothing
 //! but the config: the records hold what this module hands out and read
 //! one atomic (or one `ArcSwap` load) per answer; the probing happens in
 //! tasks of its own, so a probe never blocks the query path.

@@ -1,4 +1,4 @@
-//! One probe of one endpoint (SPEC §8): a TCP connect, then, when the check
+//! One probe of one endpoint (README "Health-checked records (fail-open)"): a TCP connect, then, when the check
 //! asks for them, a TLS handshake (rustls over ring, the certificate
 //! verified for the server name against the system's trust store or the
 //! record's `ca_file`) and an HTTP/1.1 `GET` through hyper's client, up only

@@ -1,4 +1,4 @@
-//! The resolver as the health checks of CNAME records see it (SPEC §8): a
+//! The resolver as the health checks of CNAME records see it (README "Health-checked records (fail-open)"): a
 //! CNAME target's A and AAAA addresses, resolved as a client's query for
 //! them would be — through the records (CNAME chains included), the cache
 //! and upstream, sharing in-flight upstream queries — but without a client:
@@ -18,7 +18,7 @@ use crate::health::{TargetLookup, TargetResolver};
 use crate::wire::{self, ClientQuery, TtlRule};
 
 /// Who the records see asking: a client in no view, so that the records
-/// without `clients` answer (SPEC §9).
+/// without `clients` answer (README "Views (answers by client network)").
 const NO_CLIENT: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
 
 impl TargetResolver for Resolver {

@@ -1,4 +1,4 @@
-//! The admin endpoint (SPEC §5): `/healthz`, `/readyz` through start and
+//! The admin endpoint (README "Admin endpoint and metrics"): `/healthz`, `/readyz` through start and
 //! drain, and `/metrics` with every metric of the contract, counters that
 //! move with the outcomes they count, and bounded labels. Also the helpers
 //! the other operational tests share (queries from a chosen source, log
@@ -186,7 +186,7 @@ async fn healthz_and_readyz_are_200_after_start() {
     assert_eq!(status, 404);
 }
 
-/// SPEC §6: on stop, `/readyz` fails first while queries are still answered
+/// README "Live reload": on stop, `/readyz` fails first while queries are still answered
 /// (the lame duck), then the listeners close.
 #[tokio::test]
 async fn readyz_fails_while_draining_and_queries_are_still_answered() {
@@ -231,7 +231,7 @@ async fn readyz_fails_while_draining_and_queries_are_still_answered() {
     );
 }
 
-/// Every metric named in SPEC §5 (and the §8 and build-info gauges) is
+/// Every metric named in README "Admin endpoint and metrics" (and the §8 and build-info gauges) is
 /// exported, under the names the crate exports as constants.
 #[tokio::test]
 async fn every_spec_metric_is_exported() {

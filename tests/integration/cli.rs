@@ -1,4 +1,4 @@
-//! SPEC §2 through the real binary: `check` (summary and exit 0, or the
+//! README "Command line" through the real binary: `check` (summary and exit 0, or the
 //! file:line:column of the problem and exit 1), `--version`/`--help`, the
 //! three ways to name the configuration, the built-in defaults, SIGTERM and
 //! SIGINT draining to exit 0, and `RUST_LOG` over `[log] level`. Then real
@@ -681,7 +681,7 @@ async fn log_format_json_writes_one_json_object_per_line() {
     assert!(log.contains("docker.io"), "the query line: {log}");
 }
 
-/// SPEC §2: with neither `--config` nor `ACCEL_DNS_CONFIG`, the binary alone
+/// README "Command line": with neither `--config` nor `ACCEL_DNS_CONFIG`, the binary alone
 /// is a working forwarder on the built-in defaults (127.0.0.1:5353, admin on
 /// 127.0.0.1:9553, `system` upstreams). Those ports are fixed, so this runs
 /// in a private network namespace, with a second accel-dns as the upstream
@@ -837,7 +837,7 @@ wait $UP
 
 /// Issue 11, item 1: a TCP client that asked once and then stays connected
 /// and quiet used to hold the exit for the whole drain (6 s in all, and
-/// "drain timed out" in the log). SPEC §2: such a connection is closed and
+/// "drain timed out" in the log). README "Command line": such a connection is closed and
 /// the process exits within the lame duck (1 s) and a short grace.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_with_an_idle_tcp_client_exits_within_the_lame_duck_and_a_grace() {

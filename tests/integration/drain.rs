@@ -1,4 +1,4 @@
-//! SPEC §2, shutdown with TCP clients (issue 11, item 1): an open TCP
+//! README "Command line", shutdown with TCP clients (issue 11, item 1): an open TCP
 //! connection with no query in it is closed at once and does not hold the
 //! exit; one with a query in flight gets its answer first; and whatever a
 //! client does (half a query, never reading), the stop ends within the

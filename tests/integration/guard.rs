@@ -1,4 +1,4 @@
-//! SPEC §4.1, §4.2, §4.7 and the TCP bounds of §3/§7: malformed input, the
+//! README "How a query is answered", malformed input, §4.2, §4.7 and the TCP bounds of §3/§7: malformed input, the
 //! ACL, answer size and truncation, EDNS (OPT echo, BADVERS), TCP
 //! pipelining, `max_tcp_connections` and `tcp_idle_timeout`.
 

@@ -1,4 +1,4 @@
-//! Fail-open health-checked records (SPEC §8), end to end: TCP listeners on
+//! Fail-open health-checked records (README "Health-checked records (fail-open)"), end to end: TCP listeners on
 //! 127.0.0.x stand in for the accelerated endpoints (the probe port is per
 //! record, so each endpoint is its own loopback address on one port);
 //! stopping them takes addresses out of the answers after `fall` probes,
@@ -896,7 +896,7 @@ fn target_zone(
     }
 }
 
-/// A health-checked CNAME record (SPEC §8): its target is resolved through
+/// A health-checked CNAME record (README "Health-checked records (fail-open)"): its target is resolved through
 /// upstream every interval, each address is probed with the record's name
 /// as SNI; all down, or the target NXDOMAIN, and the record steps aside
 /// (the name answered from upstream); back, and the CNAME answers again.

@@ -1,4 +1,4 @@
-//! Hostile clients (issue 7, SPEC §4.1, §4.2, §7): random and mutated
+//! Hostile clients (issue 7, README "How a query is answered", malformed input, §4.2, §7): random and mutated
 //! packets by the thousand, compression-pointer tricks, huge label counts,
 //! lying counts, unknown opcodes, classes and types, odd EDNS, TCP length
 //! prefixes that lie, slowloris connections up to and past
@@ -393,7 +393,7 @@ async fn every_unknown_opcode_gets_notimp_and_odd_classes_and_types_are_answered
         assert_eq!(answer.metadata.response_code, ResponseCode::NotImp);
     }
     // Unknown and meta types for a record name: NODATA from the record,
-    // never forwarded (SPEC §4.3), whatever the type.
+    // never forwarded (README "How a query is answered", records), whatever the type.
     let before = upstream.count();
     for rtype in [0u16, 41, 249, 250, 251, 252, 253, 254, 65280, 65535] {
         let mut message = query_message("docker.io.", RecordType::from(rtype), None);
@@ -717,7 +717,7 @@ fn amplification_queries() -> Vec<Vec<u8>> {
 async fn with_the_default_acl_a_stranger_gets_refused_no_larger_than_its_query() {
     watch_server_panics();
     let upstream = FakeUpstream::start().await;
-    // No `allow` key: the default ACL of SPEC §3.
+    // No `allow` key: the default ACL of README "Configuration reference".
     let server = TestServer::start(RECORDS, Some(upstream.addr)).await;
     let resolver = &server.server.as_ref().expect("running").resolver;
     let mut worst_ratio: f64 = 0.0;

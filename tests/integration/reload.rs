@@ -1,4 +1,4 @@
-//! Live reload and restarts (SPEC §6): every way a watched file changes is
+//! Live reload and restarts (README "Live reload"): every way a watched file changes is
 //! live within 2 s; a bad file changes nothing but the reload metrics; a
 //! storm of swaps under query load answers every query from one whole
 //! configuration; the cache, the listeners and the probes survive; and a
@@ -24,7 +24,7 @@ use crate::admin::{
 };
 use crate::common::*;
 
-/// SPEC §6: a change is live within this long.
+/// README "Live reload": a change is live within this long.
 const LIVE_WITHIN: Duration = Duration::from_secs(2);
 
 /// A record `docker.io` with these addresses.

@@ -1,4 +1,4 @@
-//! What a reload leaves behind (issue 11; SPEC §6 "a reload leaves no task
+//! What a reload leaves behind (issue 11; README "Live reload" "a reload leaves no task
 //! of the old configuration running", §5 metrics): nothing of a replaced
 //! configuration's upstreams survives reloads made while loop probes are
 //! in flight; reload work never stalls the runtime that answers queries;

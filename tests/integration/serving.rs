@@ -1,4 +1,4 @@
-//! SPEC §4.3: names answered from `[[record]]` and hosts files — precedence,
+//! README "How a query is answered", records: names answered from `[[record]]` and hosts files — precedence,
 //! A/AAAA, NODATA, ANY, CNAME chasing (through the records and through
 //! upstream), chain and loop limits, the target's rcode, the header bits and
 //! the question echoed as asked. An overridden name is never forwarded.

@@ -1,4 +1,4 @@
-//! SPEC §7, clients waiting on one upstream query (issue 11, item 3):
+//! README "How a query is answered", limits, clients waiting on one upstream query (issue 11, item 3):
 //! identical queries that miss the cache share one upstream query, and the
 //! clients joining it are bounded per name and in total, so a flood of one
 //! uncached name at a dead upstream is not an unbounded queue: the excess

@@ -1,4 +1,4 @@
-//! SPEC §4.5, upstream source ports (issue 11, item 6): the pool's sockets
+//! README "How a query is answered", upstream, upstream source ports (issue 11, item 6): the pool's sockets
 //! are replaced after a bounded number of queries, so the upstream sees the
 //! source ports change, and no answer is lost across the replacements.
 

@@ -1,4 +1,4 @@
-//! Unmapped names (SPEC §10, second half): a query for a name of a watched
+//! Unmapped names (README "Unmapped names", second half): a query for a name of a watched
 //! zone that no record covers is forwarded as usual and reported — the
 //! `accel_dns_unmapped_queries_total{zone}` counter, one warn line per new
 //! name, `GET /unmapped` — while mapped names (exact, wildcard, a record

@@ -1,4 +1,4 @@
-//! Views (SPEC §9): records limited to client networks. Queries are sent
+//! Views (README "Views (answers by client network)"): records limited to client networks. Queries are sent
 //! from sockets bound to different 127.0.0.x sources, which stand in for
 //! the networks of a fleet.
 
