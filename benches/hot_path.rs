@@ -13,7 +13,8 @@ use accel_dns::health::HealthRegistry;
 use accel_dns::loop_guard::LoopGuard;
 use accel_dns::metrics::{Metrics, Protocol};
 use accel_dns::records::RecordTable;
-use accel_dns::resolve::{Handled, Resolver};
+use accel_dns::request::Handled;
+use accel_dns::resolve::Resolver;
 use accel_dns::snapshot::{Shared, Snapshot};
 use accel_dns::wire::{self, Inbound, TtlRule, WireAnswer};
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -123,18 +124,19 @@ fn bench(c: &mut Criterion) {
 
     let resolver = Resolver::new(snapshot.clone(), metrics, Arc::new(LoopGuard::default()));
     let record_query = query("docker.io.", RecordType::A);
+    let mut out = Vec::with_capacity(4096);
     c.bench_function("resolve/handle record", |b| {
-        b.iter(
-            || match resolver.handle(black_box(&record_query), client, Protocol::Udp) {
-                Handled::Reply(bytes) => black_box(bytes.len()),
+        b.iter(|| {
+            match resolver.handle(black_box(&record_query), client, Protocol::Udp, &mut out) {
+                Handled::Reply => black_box(out.len()),
                 _ => panic!("not answered from the record"),
-            },
-        )
+            }
+        })
     });
     c.bench_function("resolve/handle cache hit", |b| {
         b.iter(
-            || match resolver.handle(black_box(&packet), client, Protocol::Udp) {
-                Handled::Reply(bytes) => black_box(bytes.len()),
+            || match resolver.handle(black_box(&packet), client, Protocol::Udp, &mut out) {
+                Handled::Reply => black_box(out.len()),
                 _ => panic!("not answered from the cache"),
             },
         )

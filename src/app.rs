@@ -1,5 +1,5 @@
 //! Wiring: load the configuration, bind, serve, reload, and shut down
-//! (README "Command line" signals, §6 restarts). `serve` takes the configuration and
+//! (README "Command line" signals, "Live reload" restarts). `serve` takes the configuration and
 //! returns when a shutdown signal has been handled and in-flight queries
 //! drained; [`Server::start`] is the same in pieces, for tests.
 

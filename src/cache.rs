@@ -1,4 +1,4 @@
-//! The answer cache (README "How a query is answered", cache, §4.6) on moka: entries keyed by lower-cased
+//! The answer cache (README "How a query is answered", cache, "caching rules") on moka: entries keyed by lower-cased
 //! name, type, class and the DO bit; each held as a [`WireAnswer`] with the
 //! time it was stored, so a hit is served by patching TTLs in place. Entries
 //! live for their TTL plus the `serve_stale` window; the caller decides when a
@@ -237,6 +237,25 @@ impl AnswerCache {
             Some(entry) if entry.is_fresh() => Lookup::Fresh(entry),
             Some(entry) => Lookup::Stale(entry),
             None => Lookup::Miss,
+        }
+    }
+
+    /// The entry that answers when every upstream failed: fresh or still in
+    /// the `serve_stale` window, and not itself a SERVFAIL (README "How a
+    /// query is answered", upstream).
+    pub fn rescue(
+        &self,
+        key: &CacheKey,
+        question: &[u8],
+        dnssec_ok: bool,
+    ) -> Option<Arc<CacheEntry>> {
+        match self.get(key, question, dnssec_ok) {
+            Lookup::Fresh(entry) | Lookup::Stale(entry)
+                if entry.answer.rcode() != ResponseCode::ServFail =>
+            {
+                Some(entry)
+            }
+            _ => None,
         }
     }
 

@@ -3,10 +3,14 @@
 //! A query travels one way through the modules:
 //!
 //! ```text
-//! server (UDP/TCP) → resolve::handle: wire (parse) → ACL → records → cache
-//!                                      ↓ miss / CNAME target
-//!                    resolve::finish: single-flight → upstream → cache → wire (answer)
+//! server/ (UDP, TCP) → resolve::handle: wire (parse) → loop guard → ACL → records → cache
+//!                                        ↓ miss                 ↓ CNAME record
+//!                      resolve::finish:  inflight → upstream/   chase (records, cache, upstream)
+//!                                        → cache → wire (answer), reply (answers made here)
 //! ```
+//!
+//! `request` holds the types those parts share (the query in flight, its
+//! transport, the one failure type); nothing below `resolve` imports it.
 //!
 //! The running configuration is one immutable [`snapshot::Snapshot`] behind an
 //! `ArcSwap`, replaced whole by [`reload`]; [`config`] is the only loader (start,
@@ -19,10 +23,12 @@ pub mod admin;
 pub mod admin_client;
 pub mod app;
 pub mod cache;
+pub mod chase;
 pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod health;
+pub mod inflight;
 pub mod logging;
 pub mod loop_guard;
 pub mod metrics;
@@ -31,12 +37,12 @@ pub mod node_resolv;
 pub mod records;
 pub mod registries;
 pub mod reload;
+pub mod reply;
+pub mod request;
 pub mod resolve;
 pub mod server;
 pub mod snapshot;
 pub mod status;
-pub mod udp_batch;
-pub mod udp_pool;
 pub mod unmapped;
 pub mod upstream;
 pub mod wire;

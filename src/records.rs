@@ -1,5 +1,5 @@
-//! The compiled record table (README "Configuration reference" `[[record]]`, `hosts_files`; §4.3; §8;
-//! §9): exact names, `*.` wildcards and hosts-file names, each name holding
+//! The compiled record table (README "Configuration reference" `[[record]]`, `hosts_files`; "records"; "Health-checked records";
+//! "Views"): exact names, `*.` wildcards and hosts-file names, each name holding
 //! one or more records chosen by the client's network and by the health of
 //! their addresses. Built once per configuration snapshot, read-only after.
 

@@ -6,7 +6,7 @@
 //! come back as `Handled::Pending` and are dropped: no network I/O.
 #![no_main]
 
-use accel_dns::resolve::Handled;
+use accel_dns::request::Handled;
 use accel_dns_fuzz::{check_reply, fixture, split_query_input};
 use libfuzzer_sys::fuzz_target;
 
@@ -19,8 +19,9 @@ fuzz_target!(|data: &[u8]| {
     let _ = accel_dns::wire::packet_question(packet);
     let fixture = fixture();
     let allowed = fixture.snapshot.allows(client.ip());
-    match fixture.resolver.handle(packet, client, protocol) {
-        Handled::Reply(reply) => check_reply(packet, &reply, protocol, allowed),
+    let mut reply = Vec::new();
+    match fixture.resolver.handle(packet, client, protocol, &mut reply) {
+        Handled::Reply => check_reply(packet, &reply, protocol, allowed),
         Handled::Drop => {}
         Handled::Pending(pending) => {
             // Only an allowed client's well-formed query may cost an upstream query.

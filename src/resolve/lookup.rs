@@ -7,15 +7,18 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
+use std::time::Instant;
+
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use hickory_proto::op::{Message, Query, ResponseCode};
-use hickory_proto::rr::{DNSClass, Name, RData, RecordType};
+use hickory_proto::rr::{Name, RData, RecordType};
 
 use super::Resolver;
-use crate::cache::{Lookup, STALE_TTL};
+use crate::chase::{chase, resolve_target};
 use crate::health::{TargetLookup, TargetResolver};
-use crate::wire::{self, ClientQuery, TtlRule};
+use crate::request::{Request, Transport};
+use crate::wire::ClientQuery;
 
 /// Who the records see asking: a client in no view, so that the records
 /// without `clients` answer (README "Views (answers by client network)").
@@ -63,44 +66,19 @@ impl Resolver {
         let message = match snapshot.records.lookup(name, NO_CLIENT.ip()) {
             Some(record) => {
                 let record = record.clone();
-                self.chase(&snapshot, &query, NO_CLIENT, &record).await?
+                let request = Request {
+                    snapshot: snapshot.clone(),
+                    query,
+                    question: None,
+                    client: NO_CLIENT,
+                    transport: Transport::Tcp,
+                    started: Instant::now(),
+                };
+                chase(&self.inflight, &request, &record).await
             }
-            None => {
-                let key = snapshot.cache.key(name, query_type, DNSClass::IN, false);
-                let asked = wire::question_bytes(name, query_type, DNSClass::IN);
-                match snapshot.cache.get(&key, &asked, false) {
-                    Lookup::Fresh(entry) => entry.answer.to_message(entry.ttl_rule())?,
-                    _ => {
-                        let fetched = self
-                            .fetch(
-                                &snapshot,
-                                key,
-                                &asked,
-                                name,
-                                query_type,
-                                DNSClass::IN,
-                                false,
-                            )
-                            .await;
-                        match fetched {
-                            Ok(fetched) if fetched.wire().rcode() != ResponseCode::ServFail => {
-                                fetched.wire().to_message(fetched.ttl_rule())?
-                            }
-                            // Upstream down: what a client would get from
-                            // serve_stale is what the target resolves to.
-                            _ => match snapshot.cache.get(&key, &asked, false) {
-                                Lookup::Stale(entry) | Lookup::Fresh(entry)
-                                    if entry.answer.rcode() != ResponseCode::ServFail =>
-                                {
-                                    entry.answer.to_message(TtlRule::Fixed(STALE_TTL))?
-                                }
-                                _ => return None,
-                            },
-                        }
-                    }
-                }
-            }
-        };
+            None => resolve_target(&self.inflight, &snapshot, name, query_type, false).await,
+        }
+        .ok()?;
         addresses(&message)
     }
 }

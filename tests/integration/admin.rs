@@ -231,7 +231,7 @@ async fn readyz_fails_while_draining_and_queries_are_still_answered() {
     );
 }
 
-/// Every metric named in README "Admin endpoint and metrics" (and the §8 and build-info gauges) is
+/// Every metric named in README "Admin endpoint and metrics" (and the health-check and build-info gauges) is
 /// exported, under the names the crate exports as constants.
 #[tokio::test]
 async fn every_spec_metric_is_exported() {

@@ -1,4 +1,4 @@
-//! README "How a query is answered", cache and §4.6: the answer cache. Remaining TTLs, the key (name
+//! README "How a query is answered", cache and "caching rules": the answer cache. Remaining TTLs, the key (name
 //! case-insensitive, type, class, DO bit), negative caching from the SOA,
 //! SERVFAIL at most 5 s, truncated answers never, `max_entries`,
 //! `min_ttl`/`max_ttl`, and `serve_stale`.

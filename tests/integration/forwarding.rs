@@ -1,4 +1,4 @@
-//! README "How a query is answered", upstream and §7: forwarding. The upstream answer relayed faithfully;
+//! README "How a query is answered", upstream and limits: forwarding. The upstream answer relayed faithfully;
 //! ordered upstreams with failover on timeout, connection refused, SERVFAIL
 //! and REFUSED, and a skip-for-a-while; SERVFAIL within `timeout` when all
 //! fail; TCP retry of a truncated answer; EDNS towards upstream;

@@ -1,4 +1,4 @@
-//! README "How a query is answered", malformed input, §4.2, §4.7 and the TCP bounds of §3/§7: malformed input, the
+//! README "How a query is answered", malformed input, "access", "size" and the TCP bounds of README "Configuration reference" and limits: malformed input, the
 //! ACL, answer size and truncation, EDNS (OPT echo, BADVERS), TCP
 //! pipelining, `max_tcp_connections` and `tcp_idle_timeout`.
 

@@ -1,4 +1,4 @@
-//! Hostile or broken upstreams (issue 7, README "How a query is answered", upstream, §4.6): forged answers
+//! Hostile or broken upstreams (issue 7, README "How a query is answered", upstream, "caching rules"): forged answers
 //! from a wrong address or port (by brute force over every ID), unsolicited
 //! answers, answers to another question or of the wrong shape, garbage and
 //! cut-off datagrams, slow, flapping and restarting upstreams, oversized

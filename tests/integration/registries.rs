@@ -1,4 +1,4 @@
-//! Registry bundles (README "Unmapped names" first half, §2 `accel-dns registries`): the
+//! Registry bundles (README "Unmapped names" first half, README "Command line" `accel-dns registries`): the
 //! subcommand lists every built-in bundle with its sources and dates, a
 //! `registry = "ID"` record answers every name of its bundle over real UDP,
 //! `exclude` and an explicit `name` take names out of it, and each mistake

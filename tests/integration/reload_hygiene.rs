@@ -1,5 +1,5 @@
 //! What a reload leaves behind (issue 11; README "Live reload" "a reload leaves no task
-//! of the old configuration running", §5 metrics): nothing of a replaced
+//! of the old configuration running", "Admin endpoint and metrics"): nothing of a replaced
 //! configuration's upstreams survives reloads made while loop probes are
 //! in flight; reload work never stalls the runtime that answers queries;
 //! and the metric series of records and upstreams a reload removed leave

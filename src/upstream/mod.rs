@@ -3,8 +3,10 @@
 //! when truncated, and the anti-spoofing rules: every UDP query goes out on
 //! a socket picked at random from a pool of 16 bound to kernel-chosen random
 //! ports and connected to the server (so the kernel drops datagrams from any
-//! other address or port; the sockets rotate, see `udp_pool`), with a random
+//! other address or port; the sockets rotate, see `pool`), with a random
 //! ID, and an answer whose ID or question differs is ignored.
+
+pub mod pool;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,8 +21,8 @@ use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 
 use crate::metrics::Metrics;
-use crate::udp_pool::{PoolError, UdpPool};
 use crate::wire::{WireAnswer, encode_upstream_query, is_answer_to, question_bytes};
+use pool::{PoolError, UdpPool};
 
 /// How long a failed upstream is passed over while others work.
 pub const SKIP_AFTER_FAILURE: Duration = Duration::from_secs(10);

@@ -1,0 +1,176 @@
+//! The answers this server makes itself: from records, and error answers
+//! (FORMERR, NOTIMP, BADVERS, REFUSED, SERVFAIL), each written into the
+//! caller's buffer and fitted to the transport.
+
+use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::{Name, RecordType};
+
+use crate::records::{Answer, CompiledRecord};
+use crate::request::Transport;
+use crate::wire::{self, ClientQuery};
+
+/// The answer a record gives `query` (an address record, or a CNAME record
+/// asked for its CNAME).
+pub fn record_answer(query: &ClientQuery, record: &CompiledRecord) -> Message {
+    let mut response = query.response(ResponseCode::NoError);
+    match &record.answer {
+        Answer::Cname(target) => {
+            response.add_answer(wire::cname_record(query.name(), record.ttl, target));
+        }
+        Answer::Addresses { .. } => {
+            add_addresses(&mut response, query.name(), query.query_type(), record)
+        }
+    }
+    response
+}
+
+/// Adds the addresses of `record` for `query_type` under `owner`.
+pub fn add_addresses(
+    response: &mut Message,
+    owner: &Name,
+    query_type: RecordType,
+    record: &CompiledRecord,
+) {
+    if matches!(query_type, RecordType::A | RecordType::ANY) {
+        for ip in record.a() {
+            response.add_answer(wire::address_record_a(owner, record.ttl, ip));
+        }
+    }
+    if matches!(query_type, RecordType::AAAA | RecordType::ANY) {
+        for ip in record.aaaa() {
+            response.add_answer(wire::address_record_aaaa(owner, record.ttl, ip));
+        }
+    }
+}
+
+/// Encodes `message` for `transport` into `out`; `false` if it cannot be
+/// encoded at all.
+pub fn encode_into(message: &Message, transport: Transport, out: &mut Vec<u8>) -> bool {
+    let udp_limit = transport
+        .udp_limit()
+        .map(|l| l.max(wire::CLASSIC_UDP_LIMIT));
+    out.clear();
+    match wire::encode_for(message, udp_limit) {
+        Some(bytes) => {
+            out.extend_from_slice(&bytes);
+            true
+        }
+        None => false,
+    }
+}
+
+/// `message` for `transport` into `out`, or SERVFAIL if it cannot be encoded.
+pub fn encode_or_servfail(
+    message: &Message,
+    query: &ClientQuery,
+    transport: Transport,
+    out: &mut Vec<u8>,
+) {
+    if !encode_into(message, transport, out) {
+        error_answer(query, ResponseCode::ServFail, transport, out);
+    }
+}
+
+/// An empty answer with `rcode` to `query` into `out`.
+pub fn error_answer(
+    query: &ClientQuery,
+    rcode: ResponseCode,
+    transport: Transport,
+    out: &mut Vec<u8>,
+) {
+    if !encode_into(&query.response(rcode), transport, out) {
+        out.clear();
+    }
+}
+
+/// An error answer (FORMERR, NOTIMP, BADVERS, REFUSED) to `packet` into
+/// `out`, never larger than `packet` over either transport: these go to
+/// anyone, so they must not amplify (README "How a query is answered",
+/// malformed input and access). Echoing the question is not enough to
+/// ensure that: a query's name can be a compression pointer into its own
+/// header, two bytes on the wire that decode to a label of up to ten, so
+/// the echo outgrew an 18-byte query by 10 bytes (found by fuzzing; see the
+/// regression test below). Such an answer goes without its question (QDCOUNT
+/// 0 is valid in an error answer), and without its OPT if even that is too
+/// long; it cannot be, as the query held both. `false`: nothing fits.
+pub fn unamplified(message: &Message, packet: &[u8], out: &mut Vec<u8>) -> bool {
+    let fits = |m: &Message| m.to_vec().ok().filter(|bytes| bytes.len() <= packet.len());
+    let bytes = fits(message).or_else(|| {
+        let mut bare = message.clone();
+        bare.queries.clear();
+        fits(&bare).or_else(|| {
+            bare.edns = None;
+            fits(&bare)
+        })
+    });
+    out.clear();
+    match bytes {
+        Some(bytes) => {
+            out.extend_from_slice(&bytes);
+            true
+        }
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::Inbound;
+
+    fn reply_len(message: &Message, packet: &[u8]) -> usize {
+        let mut out = Vec::new();
+        if !unamplified(message, packet, &mut out) {
+            return 0;
+        }
+        assert!(Message::from_vec(&out).is_ok(), "the error answer decodes");
+        out.len()
+    }
+
+    /// Found by fuzzing (target `query_path`): an 18-byte query whose name is
+    /// a pointer to offset 0, so that the ID, flags and counts decode as a
+    /// 10-byte label; opcode 7 got a 28-byte NOTIMP, and the same query from
+    /// outside the ACL a 28-byte REFUSED.
+    #[test]
+    fn error_answers_to_a_name_compressed_into_the_header_are_no_larger_than_the_query() {
+        let notimp = [
+            0x0a, 0x34, 0x38, 0x00, 0x00, 0x01, 0, 0, 0, 0, 0, 0, 0xc0, 0x00, 0x00, 0x01, 0x80,
+            0x01,
+        ];
+        let Inbound::Reject(message, ResponseCode::NotImp) = wire::parse_query(&notimp) else {
+            panic!("the fuzzer's packet gets NOTIMP");
+        };
+        let len = reply_len(&message, &notimp);
+        assert!((12..=notimp.len()).contains(&len), "{len} bytes");
+
+        let mut refused = notimp;
+        refused[2] = 0x01; // a plain QUERY with RD
+        let Inbound::Query(query) = wire::parse_query(&refused) else {
+            panic!("a query");
+        };
+        assert_eq!(query.name().num_labels(), 1);
+        let len = reply_len(&query.response(ResponseCode::Refused), &refused);
+        assert!((12..=refused.len()).contains(&len), "{len} bytes");
+    }
+
+    #[test]
+    fn an_ordinary_error_answer_keeps_its_question() {
+        let mut message = Message::query();
+        message.add_query(hickory_proto::op::Query::query(
+            Name::from_ascii("docker.io.").expect("name"),
+            RecordType::A,
+        ));
+        let packet = message.to_vec().expect("encode");
+        let Inbound::Query(query) = wire::parse_query(&packet) else {
+            panic!("a query");
+        };
+        let mut out = Vec::new();
+        assert!(unamplified(
+            &query.response(ResponseCode::Refused),
+            &packet,
+            &mut out
+        ));
+        assert_eq!(out.len(), packet.len());
+        assert_eq!(Message::from_vec(&out).expect("decode").queries.len(), 1);
+    }
+}

@@ -1,0 +1,100 @@
+//! Binding the DNS listeners: UDP and TCP on every `listen` address, each
+//! socket with `SO_REUSEPORT` so that a new instance can bind beside a
+//! running one (README "Live reload").
+
+use std::io;
+use std::net::SocketAddr;
+
+use socket2::{Domain, Protocol as SockProtocol, Socket, Type};
+
+/// Socket receive buffer asked for each UDP socket (the kernel may cap it).
+const UDP_RECV_BUFFER: usize = 4 << 20;
+
+/// Sockets bound and ready to serve.
+#[derive(Debug)]
+pub struct Listeners {
+    pub(super) udp: Vec<std::net::UdpSocket>,
+    pub(super) tcp: Vec<std::net::TcpListener>,
+}
+
+impl Listeners {
+    /// Binds every address over UDP (`udp_sockets_per_address` sockets each,
+    /// spread by the kernel) and TCP.
+    pub fn bind(addrs: &[SocketAddr], udp_sockets_per_address: usize) -> io::Result<Self> {
+        let mut udp = Vec::new();
+        let mut tcp = Vec::new();
+        for addr in addrs {
+            let (first, listener) = bind_pair(*addr)?;
+            let bound = first.local_addr()?;
+            udp.push(first);
+            for _ in 1..udp_sockets_per_address.max(1) {
+                udp.push(bind_udp(bound)?);
+            }
+            tcp.push(listener);
+        }
+        Ok(Self { udp, tcp })
+    }
+
+    /// The addresses actually bound (distinct, in `listen` order).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.tcp
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
+    }
+}
+
+/// Binds UDP and TCP on `addr`. Port 0 (tests) takes the port the kernel
+/// gives the UDP socket, and picks again when that port is already in use
+/// over TCP (by some client connection): the two must share one port.
+fn bind_pair(addr: SocketAddr) -> io::Result<(std::net::UdpSocket, std::net::TcpListener)> {
+    const ATTEMPTS: usize = 64;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let udp = bind_udp(addr)?;
+        let bound = udp.local_addr()?;
+        match bind_tcp(bound) {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(error)
+                if addr.port() == 0
+                    && error.kind() == io::ErrorKind::AddrInUse
+                    && attempt < ATTEMPTS => {}
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+fn bind_udp(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+    let socket = Socket::new(
+        Domain::for_address(addr),
+        Type::DGRAM,
+        Some(SockProtocol::UDP),
+    )?;
+    prepare(&socket, addr)?;
+    let _ = socket.set_recv_buffer_size(UDP_RECV_BUFFER);
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
+fn bind_tcp(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let socket = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM,
+        Some(SockProtocol::TCP),
+    )?;
+    prepare(&socket, addr)?;
+    socket.set_tcp_nodelay(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}
+
+fn prepare(socket: &Socket, addr: SocketAddr) -> io::Result<()> {
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_nonblocking(true)
+}
