@@ -32,6 +32,13 @@ pub const STALE_TTL: u32 = 30;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct CacheKey(u64);
 
+impl CacheKey {
+    /// The key's 64 bits (a keyed hash of the question).
+    pub fn value(self) -> u64 {
+        self.0
+    }
+}
+
 // The key is already a keyed SipHash of the question: moka hashes it with
 // the identity instead of hashing it a second time.
 impl nohash_hasher::IsEnabled for CacheKey {}

@@ -1,15 +1,30 @@
 //! Single-flight: identical queries that miss the cache at the same moment
-//! share one upstream resolution (README "How a query is answered",
-//! upstream), bounded per name and over every name (its limits).
+//! go upstream once (README "How a query is answered", upstream), whichever
+//! UDP worker, TCP connection or CNAME chase each one comes from; the
+//! clients waiting are bounded per question and over every question (its
+//! limits).
+//!
+//! The first miss owns the upstream query: a UDP worker in its own pending
+//! table ([`crate::upstream::pending`]), anything else in a task
+//! ([`InFlight::fetch`]). An identical query arriving on the same UDP worker
+//! joins the owner's flight there; any other is handed over here ([`Handed`])
+//! and answered by the owner when the query is over. A unique miss costs
+//! two short locks of one shard of 64.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use futures_util::future::{BoxFuture, FutureExt, Shared};
 use hickory_proto::rr::{DNSClass, Name, RecordType};
+use nohash_hasher::BuildNoHashHasher;
+use socket2::{SockAddr, SockRef};
+use tokio::net::UdpSocket;
+use tokio::sync::oneshot;
 
 use crate::cache::CacheKey;
-use crate::request::{FetchResult, Fetched};
+use crate::metrics::Metrics;
+use crate::reply;
+use crate::request::{FetchResult, Fetched, Request};
 use crate::snapshot::Snapshot;
 use crate::upstream::UpstreamError;
 
@@ -23,38 +38,60 @@ use crate::upstream::UpstreamError;
 pub const MAX_WAITERS_PER_NAME: usize = 256;
 
 /// Clients that may wait on upstream queries at once, over every name: a
-/// waiting client holds its task and query, about 2.3 KB, so this caps
-/// them near 10 MB. Above [`crate::upstream::MAX_IN_FLIGHT`] (2048) so that
-/// every upstream query in flight can have a few clients on it.
+/// waiting client holds its query, about 2.3 KB, so this caps them near
+/// 10 MB. Above [`crate::upstream::MAX_IN_FLIGHT`] (2048) so that every
+/// upstream query in flight can have a few clients on it.
 pub const MAX_WAITERS: usize = 4096;
 
-type SharedFetch = Shared<BoxFuture<'static, FetchResult>>;
+/// Shards of the map: a power of two, so that a key picks one by its low bits.
+const SHARDS: usize = 64;
 
-/// A resolution in flight, with the question it is for: the cache key is a
-/// hash, so a joiner checks the question before sharing the result.
-struct Running {
+/// The owner name of queries resolved in a task rather than a UDP worker.
+const TASK_OWNER: usize = usize::MAX;
+
+/// A client handed to the owner of its question, answered when the query is over.
+#[derive(Debug)]
+pub enum Handed {
+    /// A UDP query: answered through the listener socket it came on.
+    Udp {
+        /// The query.
+        request: Request,
+        /// The listener socket it arrived on.
+        socket: Arc<UdpSocket>,
+    },
+    /// A task (TCP, a CNAME chase, a health check) waiting for the result.
+    Task(oneshot::Sender<FetchResult>),
+}
+
+/// One question in flight.
+#[derive(Debug)]
+struct Entry {
+    owner: usize,
     question: Box<[u8]>,
     dnssec_ok: bool,
-    future: SharedFetch,
-    /// Clients waiting on it now.
+    /// Clients waiting on it, the owner's and the handed ones.
     waiters: usize,
-    /// Tells this resolution from a later one for the same key.
-    flight: u64,
+    handed: Vec<Handed>,
 }
 
-/// The single-flight table and its bounds' counts.
-#[derive(Default)]
-struct Flights {
-    running: HashMap<CacheKey, Running>,
-    /// Clients waiting on any entry of `running`.
-    waiting: usize,
-    next_flight: u64,
-}
+type Shard = Mutex<HashMap<CacheKey, Entry, BuildNoHashHasher<CacheKey>>>;
 
-/// The resolutions in flight, shared by every listener.
-#[derive(Default)]
-pub struct InFlight {
-    flights: Mutex<Flights>,
+/// What to do with a miss.
+#[derive(Debug)]
+pub enum Claim<W> {
+    /// Nothing identical in flight: the caller sends the query, and calls
+    /// [`InFlight::finish`] when it is over.
+    Own(W),
+    /// The caller (a UDP worker) already has the identical query in flight:
+    /// join it there.
+    JoinOwn(W),
+    /// Handed to the owner of the identical query.
+    Handed,
+    /// Another question with the same hash is in flight: resolve this one
+    /// on its own, and call [`InFlight::release`] with its clients when done.
+    Alone(W),
+    /// A bound is reached: answer at once with this error.
+    Refused(W, UpstreamError),
 }
 
 /// The question one fetch resolves.
@@ -73,10 +110,125 @@ pub struct Question<'a> {
     pub dnssec_ok: bool,
 }
 
+/// The questions in flight over every listener.
+#[derive(Debug)]
+pub struct InFlight {
+    shards: Box<[Shard]>,
+    waiting: AtomicUsize,
+    metrics: Metrics,
+}
+
 impl InFlight {
+    /// An empty map; handed clients are counted in `metrics`.
+    pub fn new(metrics: Metrics) -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            waiting: AtomicUsize::new(0),
+            metrics,
+        }
+    }
+
+    fn shard(&self, key: &CacheKey) -> &Shard {
+        &self.shards[(key.value() as usize) & (SHARDS - 1)]
+    }
+
+    /// Decides for `waiter`, a miss of `key` for `question` from `owner` (a
+    /// UDP worker's number); `hand` makes the [`Handed`] form of the waiter
+    /// if it is handed over.
+    pub fn claim<W>(
+        &self,
+        key: CacheKey,
+        question: &[u8],
+        dnssec_ok: bool,
+        owner: usize,
+        waiter: W,
+        hand: impl FnOnce(W) -> Handed,
+    ) -> Claim<W> {
+        let mut shard = self.shard(&key).lock().unwrap_or_else(|e| e.into_inner());
+        let full = self.waiting.load(Ordering::Relaxed) >= MAX_WAITERS;
+        match shard.get_mut(&key) {
+            Some(entry)
+                if entry.dnssec_ok == dnssec_ok
+                    && entry.question.eq_ignore_ascii_case(question) =>
+            {
+                if full || entry.waiters >= MAX_WAITERS_PER_NAME {
+                    return Claim::Refused(waiter, UpstreamError::Overloaded);
+                }
+                entry.waiters += 1;
+                self.waiting.fetch_add(1, Ordering::Relaxed);
+                if entry.owner == owner && owner != TASK_OWNER {
+                    Claim::JoinOwn(waiter)
+                } else {
+                    entry.handed.push(hand(waiter));
+                    Claim::Handed
+                }
+            }
+            Some(_) | None if full => Claim::Refused(waiter, UpstreamError::Overloaded),
+            Some(_) => {
+                self.waiting.fetch_add(1, Ordering::Relaxed);
+                Claim::Alone(waiter)
+            }
+            None => {
+                shard.insert(
+                    key,
+                    Entry {
+                        owner,
+                        question: question.into(),
+                        dnssec_ok,
+                        waiters: 1,
+                        handed: Vec::new(),
+                    },
+                );
+                self.waiting.fetch_add(1, Ordering::Relaxed);
+                Claim::Own(waiter)
+            }
+        }
+    }
+
+    /// The query `owner` owned for `key` is over: removes it and returns
+    /// the clients handed to it.
+    pub fn finish(&self, key: CacheKey, owner: usize) -> Vec<Handed> {
+        let mut shard = self.shard(&key).lock().unwrap_or_else(|e| e.into_inner());
+        if shard.get(&key).is_none_or(|entry| entry.owner != owner) {
+            return Vec::new();
+        }
+        let Some(entry) = shard.remove(&key) else {
+            return Vec::new();
+        };
+        drop(shard);
+        self.release(entry.waiters);
+        entry.handed
+    }
+
+    /// `count` clients that waited outside the map (see [`Claim::Alone`]) are done.
+    pub fn release(&self, count: usize) {
+        let _ = self
+            .waiting
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |w| {
+                Some(w.saturating_sub(count))
+            });
+    }
+
+    /// Answers the clients handed to a query of `key` that is over.
+    pub fn answer_handed(&self, handed: Vec<Handed>, key: CacheKey, result: &FetchResult) {
+        for handed in handed {
+            match handed {
+                Handed::Task(tx) => {
+                    let _ = tx.send(result.clone());
+                }
+                Handed::Udp { request, socket } => {
+                    let mut out = Vec::new();
+                    let fetched = result.as_deref().map_err(|e| *e);
+                    reply::forwarded(&self.metrics, &request, key, fetched, &mut out);
+                    send_from(socket, out, request.client);
+                }
+            }
+        }
+    }
+
     /// One upstream resolution of `question` shared by every identical
     /// query that misses the cache at the same moment; stores the answer in
-    /// the cache.
+    /// the cache. For the queries that are not a UDP worker's.
     pub async fn fetch(&self, snapshot: &Arc<Snapshot>, question: Question<'_>) -> FetchResult {
         let Question {
             key,
@@ -86,99 +238,103 @@ impl InFlight {
             class,
             dnssec_ok,
         } = question;
-        let pool = snapshot.upstreams.clone();
-        let cache = snapshot.cache.clone();
-        let owned_name = name.clone();
-        let mut resolve = Some(async move {
-            let answer = pool
-                .resolve(&owned_name, query_type, class, dnssec_ok)
-                .await?;
-            Ok(Arc::new(match cache.store(key, dnssec_ok, answer) {
-                Ok(entry) => Fetched::Cached(entry),
-                Err(answer) => Fetched::Uncached(answer),
-            }))
-        });
-        let joined = {
-            let mut flights = self.flights.lock().unwrap_or_else(|e| e.into_inner());
-            let full = flights.waiting >= MAX_WAITERS;
-            let next_flight = flights.next_flight;
-            let joined = match flights.running.get_mut(&key) {
-                Some(running)
-                    if running.dnssec_ok == dnssec_ok
-                        && running.question.eq_ignore_ascii_case(bytes) =>
-                {
-                    if full || running.waiters >= MAX_WAITERS_PER_NAME {
-                        return Err(UpstreamError::Overloaded);
-                    }
-                    running.waiters += 1;
-                    Some((running.future.clone(), running.flight))
-                }
-                // A different question with the same hash: resolve it on its own.
-                Some(_) => None,
-                None => {
-                    if full {
-                        return Err(UpstreamError::Overloaded);
-                    }
-                    let Some(first) = resolve.take() else {
-                        return Err(UpstreamError::AllFailed);
-                    };
-                    let future = first.boxed().shared();
-                    flights.running.insert(
-                        key,
-                        Running {
-                            question: bytes.into(),
-                            dnssec_ok,
-                            future: future.clone(),
-                            waiters: 1,
-                            flight: next_flight,
-                        },
-                    );
-                    flights.next_flight += 1;
-                    Some((future, next_flight))
-                }
-            };
-            if joined.is_some() {
-                flights.waiting += 1;
+        let (tx, rx) = oneshot::channel();
+        match self.claim(key, bytes, dnssec_ok, TASK_OWNER, tx, Handed::Task) {
+            Claim::Handed => rx.await.unwrap_or(Err(UpstreamError::AllFailed)),
+            Claim::Refused(_, error) => Err(error),
+            Claim::Alone(_) => {
+                let _release = Release {
+                    flights: self,
+                    state: Held::Alone,
+                };
+                resolve(snapshot, key, name, query_type, class, dnssec_ok).await
             }
-            joined
-        };
-        let Some((shared, flight)) = joined else {
-            return match resolve {
-                Some(alone) => alone.await,
-                None => Err(UpstreamError::AllFailed),
-            };
-        };
-        let _cleanup = InFlightGuard {
-            flights: &self.flights,
-            key,
-            flight,
-        };
-        shared.await
+            Claim::Own(_) | Claim::JoinOwn(_) => {
+                // Cancelled (the TCP client went away) or not, the entry goes.
+                let mut release = Release {
+                    flights: self,
+                    state: Held::Owned(key),
+                };
+                let result = resolve(snapshot, key, name, query_type, class, dnssec_ok).await;
+                release.state = Held::Nothing;
+                let handed = self.finish(key, TASK_OWNER);
+                self.answer_handed(handed, key, &result);
+                result
+            }
+        }
     }
 }
 
-/// Counts a waiting client out of the single-flight table when it is done
-/// (answered or cancelled), and removes the entry once it is finished or
-/// nobody waits on it any more.
-struct InFlightGuard<'a> {
-    flights: &'a Mutex<Flights>,
-    key: CacheKey,
-    flight: u64,
+/// What a task's query holds in the map until it ends.
+enum Held {
+    /// The entry of this key, with its handed clients.
+    Owned(CacheKey),
+    /// One client counted outside the map.
+    Alone,
+    /// Nothing any more.
+    Nothing,
 }
 
-impl Drop for InFlightGuard<'_> {
+/// Takes a task's query out of the map however the task ends: a cancelled
+/// owner fails its handed clients rather than leaving them waiting.
+struct Release<'a> {
+    flights: &'a InFlight,
+    state: Held,
+}
+
+impl Drop for Release<'_> {
     fn drop(&mut self) {
-        let mut flights = self.flights.lock().unwrap_or_else(|e| e.into_inner());
-        flights.waiting = flights.waiting.saturating_sub(1);
-        let remove = match flights.running.get_mut(&self.key) {
-            Some(running) if running.flight == self.flight => {
-                running.waiters = running.waiters.saturating_sub(1);
-                running.waiters == 0 || running.future.peek().is_some()
+        match self.state {
+            Held::Owned(key) => {
+                let handed = self.flights.finish(key, TASK_OWNER);
+                self.flights
+                    .answer_handed(handed, key, &Err(UpstreamError::AllFailed));
             }
-            _ => false,
-        };
-        if remove {
-            flights.running.remove(&self.key);
+            Held::Alone => self.flights.release(1),
+            Held::Nothing => {}
         }
+    }
+}
+
+/// One upstream resolution, stored in the cache.
+async fn resolve(
+    snapshot: &Arc<Snapshot>,
+    key: CacheKey,
+    name: &Name,
+    query_type: RecordType,
+    class: DNSClass,
+    dnssec_ok: bool,
+) -> FetchResult {
+    let answer = snapshot
+        .upstreams
+        .resolve(name, query_type, class, dnssec_ok)
+        .await?;
+    Ok(Arc::new(Fetched::store(
+        &snapshot.cache,
+        key,
+        dnssec_ok,
+        answer,
+    )))
+}
+
+/// Sends `answer` to `client` through `socket` without waiting; from a task
+/// when the socket buffer is full.
+pub fn send_from(socket: Arc<UdpSocket>, answer: Vec<u8>, client: std::net::SocketAddr) {
+    if answer.is_empty() {
+        return;
+    }
+    // Straight to the kernel: tokio's `try_send_to` answers from its cached
+    // readiness, which another thread's socket may not have yet.
+    let sent = SockRef::from(socket.as_ref()).send_to(&answer, &SockAddr::from(client));
+    if let Err(error) = sent {
+        if error.kind() != std::io::ErrorKind::WouldBlock {
+            tracing::debug!(%client, %error, "UDP send failed");
+            return;
+        }
+        tokio::spawn(async move {
+            if let Err(error) = socket.send_to(&answer, client).await {
+                tracing::debug!(%client, %error, "UDP send failed");
+            }
+        });
     }
 }

@@ -5,8 +5,11 @@
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{Name, RecordType};
 
+use crate::cache::{CacheKey, STALE_TTL};
+use crate::metrics::{Metrics, Outcome};
 use crate::records::{Answer, CompiledRecord};
-use crate::request::Transport;
+use crate::request::{Failure, Fetched, Request, Transport};
+use crate::upstream::UpstreamError;
 use crate::wire::{self, ClientQuery};
 
 /// The answer a record gives `query` (an address record, or a CNAME record
@@ -110,6 +113,49 @@ pub fn unamplified(message: &Message, packet: &[u8], out: &mut Vec<u8>) -> bool 
             true
         }
         None => false,
+    }
+}
+
+/// Writes the answer to a forwarded miss of `key` into `out`, once its
+/// upstream resolution is over: the answer fetched; when there is none
+/// or it is SERVFAIL, the serve-stale rescue; else SERVFAIL.
+pub fn forwarded(
+    metrics: &Metrics,
+    request: &Request,
+    key: CacheKey,
+    fetched: Result<&Fetched, UpstreamError>,
+    out: &mut Vec<u8>,
+) {
+    let query = &request.query;
+    let snapshot = &request.snapshot;
+    let asked = request.asked();
+    let failed = match &fetched {
+        Ok(f) => f.wire().rcode() == ResponseCode::ServFail,
+        Err(_) => true,
+    };
+    if failed && let Some(entry) = snapshot.cache.rescue(&key, &asked, query.dnssec_ok()) {
+        entry.answer.render(
+            query,
+            Some(&asked),
+            wire::TtlRule::Fixed(STALE_TTL),
+            request.transport.udp_limit(),
+            out,
+        );
+        request.answered(metrics, Outcome::Stale, entry.answer.rcode());
+        return;
+    }
+    match fetched {
+        Ok(fetched) => {
+            fetched.wire().render(
+                query,
+                Some(&asked),
+                fetched.ttl_rule(),
+                request.transport.udp_limit(),
+                out,
+            );
+            request.answered(metrics, Outcome::Upstream, fetched.wire().rcode());
+        }
+        Err(error) => request.fail(metrics, &Failure::Upstream(error), out),
     }
 }
 

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use hickory_proto::op::ResponseCode;
 
-use crate::cache::{CacheEntry, CacheKey};
+use crate::cache::{AnswerCache, CacheEntry, CacheKey};
 use crate::metrics::{Metrics, Outcome, Protocol};
 use crate::records::CompiledRecord;
 use crate::snapshot::Snapshot;
@@ -92,6 +92,23 @@ pub struct Request {
 }
 
 impl Request {
+    /// The question's bytes as asked (`QNAME QTYPE QCLASS`, the client's
+    /// case), built from the parsed name for the odd query whose name is
+    /// compressed.
+    pub fn asked(&self) -> std::borrow::Cow<'_, [u8]> {
+        match &self.question {
+            Some(question) => std::borrow::Cow::Borrowed(question),
+            None => std::borrow::Cow::Owned(
+                crate::wire::question_bytes(
+                    self.query.name(),
+                    self.query.query_type(),
+                    self.query.query.query_class(),
+                )
+                .into_vec(),
+            ),
+        }
+    }
+
     /// Counts the answer in the metrics and writes its log line.
     pub fn answered(&self, metrics: &Metrics, outcome: Outcome, rcode: ResponseCode) {
         metrics.query(self.transport.protocol(), outcome);
@@ -194,6 +211,14 @@ pub enum Fetched {
 }
 
 impl Fetched {
+    /// Stores `answer` in `cache` under `key` if the caching rules take it.
+    pub fn store(cache: &AnswerCache, key: CacheKey, dnssec_ok: bool, answer: WireAnswer) -> Self {
+        match cache.store(key, dnssec_ok, answer) {
+            Ok(entry) => Fetched::Cached(entry),
+            Err(answer) => Fetched::Uncached(answer),
+        }
+    }
+
     /// The answer's bytes.
     pub fn wire(&self) -> &WireAnswer {
         match self {

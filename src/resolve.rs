@@ -18,7 +18,7 @@ use arc_swap::ArcSwap;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{DNSClass, RecordType};
 
-use crate::cache::{Lookup, STALE_TTL};
+use crate::cache::{CacheKey, Lookup};
 use crate::chase::chase;
 use crate::inflight::{InFlight, Question};
 use crate::loop_guard::LoopGuard;
@@ -45,9 +45,9 @@ impl Resolver {
     pub fn new(snapshot: Arc<Snapshot>, metrics: Metrics, loops: Arc<LoopGuard>) -> Self {
         Self {
             snapshot: ArcSwap::new(snapshot),
+            inflight: InFlight::new(metrics.clone()),
             metrics,
             loops,
-            inflight: InFlight::default(),
         }
     }
 
@@ -60,6 +60,11 @@ impl Resolver {
     /// Returns the old one.
     pub fn swap(&self, next: Arc<Snapshot>) -> Arc<Snapshot> {
         self.snapshot.swap(next)
+    }
+
+    /// The single-flight map of every listener.
+    pub fn inflight(&self) -> &InFlight {
+        &self.inflight
     }
 
     /// The metrics.
@@ -208,60 +213,25 @@ impl Resolver {
 
     /// A cache miss: one upstream resolution shared with identical misses;
     /// when it fails, the serve-stale rescue, else SERVFAIL.
-    async fn forward(&self, request: &Request, key: crate::cache::CacheKey, out: &mut Vec<u8>) {
+    async fn forward(&self, request: &Request, key: CacheKey, out: &mut Vec<u8>) {
         let query = &request.query;
-        let snapshot = &request.snapshot;
-        // The client's own question bytes (their case is echoed); built
-        // only for the odd query whose name is compressed.
-        let built;
-        let asked: &[u8] = match &request.question {
-            Some(question) => question,
-            None => {
-                built = wire::question_bytes(
-                    query.name(),
-                    query.query_type(),
-                    query.query.query_class(),
-                );
-                &built
-            }
-        };
+        let asked = request.asked();
         let question = Question {
             key,
-            bytes: asked,
+            bytes: &asked,
             name: query.name(),
             query_type: query.query_type(),
             class: query.query.query_class(),
             dnssec_ok: query.dnssec_ok(),
         };
-        let fetched = self.inflight.fetch(snapshot, question).await;
-        let failed = match &fetched {
-            Ok(f) => f.wire().rcode() == ResponseCode::ServFail,
-            Err(_) => true,
-        };
-        if failed && let Some(entry) = snapshot.cache.rescue(&key, asked, query.dnssec_ok()) {
-            entry.answer.render(
-                query,
-                Some(asked),
-                wire::TtlRule::Fixed(STALE_TTL),
-                request.transport.udp_limit(),
-                out,
-            );
-            request.answered(&self.metrics, Outcome::Stale, entry.answer.rcode());
-            return;
-        }
-        match fetched {
-            Ok(fetched) => {
-                fetched.wire().render(
-                    query,
-                    Some(asked),
-                    fetched.ttl_rule(),
-                    request.transport.udp_limit(),
-                    out,
-                );
-                request.answered(&self.metrics, Outcome::Upstream, fetched.wire().rcode());
-            }
-            Err(error) => request.fail(&self.metrics, &Failure::Upstream(error), out),
-        }
+        let fetched = self.inflight.fetch(&request.snapshot, question).await;
+        reply::forwarded(
+            &self.metrics,
+            request,
+            key,
+            fetched.as_deref().map_err(|e| *e),
+            out,
+        );
     }
 }
 

@@ -36,9 +36,10 @@ pub async fn serve(
     drain: Duration,
 ) -> io::Result<()> {
     let mut loops = Vec::new();
-    for socket in listeners.udp {
+    for (number, socket) in listeners.udp.into_iter().enumerate() {
         let socket = Arc::new(UdpSocket::from_std(socket)?);
         loops.push(tokio::spawn(udp::udp_loop(
+            number,
             socket,
             resolver.clone(),
             shutdown.clone(),

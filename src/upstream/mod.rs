@@ -6,6 +6,7 @@
 //! other address or port; the sockets rotate, see `pool`), with a random
 //! ID, and an answer whose ID or question differs is ignored.
 
+pub mod pending;
 pub mod pool;
 
 use std::net::SocketAddr;
@@ -178,16 +179,7 @@ impl UpstreamServer {
         } else {
             udp
         };
-        // An answer that does not decode is this upstream failing, not an
-        // answer to relay and cache for its TTL: the byte path below walks
-        // only the record framing, so a record such as an A with RDLENGTH 3
-        // went to clients (who cannot parse it) and into the cache, and the
-        // next upstream was never tried (found by the hostile_upstreams
-        // tests). One decode, about 1 µs for a usual answer, on a miss only.
-        if Message::from_vec(&bytes).is_err() {
-            return Err(ExchangeError::Malformed);
-        }
-        WireAnswer::from_upstream(bytes).map_err(|_| ExchangeError::Malformed)
+        accept_answer(bytes)
     }
 
     async fn exchange_tcp(
@@ -218,6 +210,93 @@ impl UpstreamServer {
             .await
             .map_err(|_| ExchangeError::Timeout)?
     }
+}
+
+/// Takes an upstream's answer bytes (ID and question already matched) as a
+/// [`WireAnswer`], or fails the exchange as malformed.
+///
+/// An answer that does not decode is this upstream failing, not an answer
+/// to relay and cache for its TTL: the byte path walks only the record
+/// framing, so a record such as an A with RDLENGTH 3 went to clients (who
+/// cannot parse it) and into the cache, and the next upstream was never
+/// tried (found by the hostile_upstreams tests). One decode, about 1 µs for
+/// a usual answer, on a miss only.
+fn accept_answer(bytes: Vec<u8>) -> Result<WireAnswer, ExchangeError> {
+    if Message::from_vec(&bytes).is_err() {
+        return Err(ExchangeError::Malformed);
+    }
+    WireAnswer::from_upstream(bytes).map_err(|_| ExchangeError::Malformed)
+}
+
+/// The failover rule over one question's attempts, whoever runs them (the
+/// async [`UpstreamPool::resolve`] or a UDP worker's pending table): SERVFAIL
+/// and REFUSED move on to the next server, and if every server answered
+/// SERVFAIL that SERVFAIL is the result.
+#[derive(Debug)]
+struct Failover {
+    servfail: Option<WireAnswer>,
+    all_servfail: bool,
+}
+
+impl Failover {
+    fn new() -> Self {
+        Self {
+            servfail: None,
+            all_servfail: true,
+        }
+    }
+
+    /// Takes the outcome of one attempt on `server`: the answer to return,
+    /// or `None` to move on to the next server.
+    fn attempted(
+        &mut self,
+        server: &UpstreamServer,
+        result: Result<WireAnswer, ExchangeError>,
+    ) -> Option<WireAnswer> {
+        match result {
+            Ok(answer) => match answer.rcode() {
+                ResponseCode::ServFail => {
+                    server.failed();
+                    self.servfail = Some(answer);
+                    None
+                }
+                ResponseCode::Refused => {
+                    server.failed();
+                    self.all_servfail = false;
+                    None
+                }
+                _ => {
+                    server.succeeded();
+                    Some(answer)
+                }
+            },
+            Err(error) => {
+                tracing::debug!(upstream = %server.addr, %error, "upstream attempt failed");
+                server.failed();
+                self.all_servfail = false;
+                None
+            }
+        }
+    }
+
+    /// The budget ran out before every server was tried.
+    fn out_of_time(&mut self) {
+        self.all_servfail = false;
+    }
+
+    /// The result once no server is left to try.
+    fn give_up(self) -> Result<WireAnswer, UpstreamError> {
+        match self.servfail {
+            Some(answer) if self.all_servfail => Ok(answer),
+            _ => Err(UpstreamError::AllFailed),
+        }
+    }
+}
+
+/// The budget share of the attempt at position `index` of `count` servers:
+/// an equal part of what is left.
+fn share_of(remaining: Duration, index: usize, count: usize) -> Duration {
+    remaining / u32::try_from(count.saturating_sub(index).max(1)).unwrap_or(1)
 }
 
 /// The upstreams of one configuration snapshot.
@@ -252,6 +331,22 @@ impl UpstreamPool {
         &self.servers
     }
 
+    /// The servers to try for one question, in order: those not looped,
+    /// the ones skipped after a recent failure last.
+    fn order(&self) -> Result<Vec<Arc<UpstreamServer>>, UpstreamError> {
+        let mut order: Vec<Arc<UpstreamServer>> = self
+            .servers
+            .iter()
+            .filter(|s| !s.is_looped())
+            .cloned()
+            .collect();
+        if order.is_empty() {
+            return Err(UpstreamError::NoUpstream);
+        }
+        order.sort_by_key(|s| s.is_skipped());
+        Ok(order)
+    }
+
     /// Whether any server is still usable (not a loop).
     pub fn has_usable(&self) -> bool {
         self.servers.iter().any(|s| !s.is_looped())
@@ -272,49 +367,24 @@ impl UpstreamPool {
             .permits
             .try_acquire()
             .map_err(|_| UpstreamError::Overloaded)?;
-        let mut order: Vec<&Arc<UpstreamServer>> =
-            self.servers.iter().filter(|s| !s.is_looped()).collect();
-        if order.is_empty() {
-            return Err(UpstreamError::NoUpstream);
-        }
-        order.sort_by_key(|s| s.is_skipped());
+        let order = self.order()?;
         let question = question_bytes(name, query_type, class);
         let deadline = Instant::now() + self.timeout;
-        let mut servfail = None;
-        let mut all_servfail = true;
+        let mut failover = Failover::new();
         let count = order.len();
         for (index, server) in order.into_iter().enumerate() {
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
-                all_servfail = false;
+                failover.out_of_time();
                 break;
             }
-            let share = remaining / u32::try_from(count - index).unwrap_or(1);
-            match server.exchange(&question, dnssec_ok, share).await {
-                Ok(answer) => match answer.rcode() {
-                    ResponseCode::ServFail => {
-                        server.failed();
-                        servfail = Some(answer);
-                    }
-                    ResponseCode::Refused => {
-                        server.failed();
-                        all_servfail = false;
-                    }
-                    _ => {
-                        server.succeeded();
-                        return Ok(answer);
-                    }
-                },
-                Err(error) => {
-                    tracing::debug!(upstream = %server.addr, %error, name = %name, "upstream attempt failed");
-                    server.failed();
-                    all_servfail = false;
-                }
+            let result = server
+                .exchange(&question, dnssec_ok, share_of(remaining, index, count))
+                .await;
+            if let Some(answer) = failover.attempted(&server, result) {
+                return Ok(answer);
             }
         }
-        match servfail {
-            Some(answer) if all_servfail => Ok(answer),
-            _ => Err(UpstreamError::AllFailed),
-        }
+        failover.give_up()
     }
 }

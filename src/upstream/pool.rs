@@ -33,7 +33,7 @@ use crate::wire::{encode_upstream_query, is_answer_to};
 /// Sockets per upstream.
 pub const POOL_SIZE: usize = 16;
 /// Largest answer read.
-const RECEIVE_BUFFER: usize = 4096;
+pub(crate) const RECEIVE_BUFFER: usize = 4096;
 /// Queries one socket carries before it is replaced: opening a socket
 /// (socket, bind, connect, a reader task) costs a few microseconds, a hundredth
 /// of a microsecond per query at this bound.
@@ -239,7 +239,9 @@ impl Drop for ForgetOnDrop<'_> {
     }
 }
 
-fn open(upstream: SocketAddr) -> io::Result<PooledSocket> {
+/// A non-blocking UDP socket on a kernel-chosen random port, connected to
+/// `upstream`: the kernel drops datagrams from any other address or port.
+pub(crate) fn connected_socket(upstream: SocketAddr) -> io::Result<UdpSocket> {
     let local: SocketAddr = if upstream.is_ipv4() {
         (Ipv4Addr::UNSPECIFIED, 0).into()
     } else {
@@ -248,7 +250,11 @@ fn open(upstream: SocketAddr) -> io::Result<PooledSocket> {
     let std_socket = std::net::UdpSocket::bind(local)?;
     std_socket.connect(upstream)?;
     std_socket.set_nonblocking(true)?;
-    let socket = Arc::new(UdpSocket::from_std(std_socket)?);
+    UdpSocket::from_std(std_socket)
+}
+
+fn open(upstream: SocketAddr) -> io::Result<PooledSocket> {
+    let socket = Arc::new(connected_socket(upstream)?);
     let waiters: Arc<Waiters> = Arc::new(Mutex::new(HashMap::new()));
     let reader = tokio::spawn(read_answers(socket.clone(), waiters.clone()));
     Ok(PooledSocket {
