@@ -138,13 +138,24 @@ impl Worker {
     /// Takes one batch of queued queries and answers or places each;
     /// returns how many there were.
     fn read_queries(&mut self, batch: &mut RecvBatch) -> usize {
-        let received = self
-            .socket
-            .try_io(Interest::READABLE, || batch.recv(self.socket.as_ref()));
-        let count = match received {
-            Ok(count) => count,
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => return 0,
-            Err(error) => {
+        // A batch shorter than BATCH emptied the socket's queue: the closure
+        // then reports "would block", which makes tokio clear the socket's
+        // readiness (unless a datagram arrived since the readiness was seen)
+        // without the extra `recvmmsg` that would only return EAGAIN.
+        let mut short = None;
+        let received = self.socket.try_io(Interest::READABLE, || {
+            let count = batch.recv(self.socket.as_ref())?;
+            if count < BATCH {
+                short = Some(count);
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            Ok(count)
+        });
+        let count = match (received, short) {
+            (_, Some(count)) => count,
+            (Ok(count), None) => count,
+            (Err(error), None) if error.kind() == io::ErrorKind::WouldBlock => return 0,
+            (Err(error), None) => {
                 // ICMP errors from earlier sends surface here on some kernels; never fatal.
                 tracing::debug!(%error, "UDP receive error");
                 return 0;
