@@ -1,10 +1,11 @@
-//! The answer cache (README "How a query is answered", cache, "caching rules") on moka: entries keyed by lower-cased
+//! The answer cache (README "How a query is answered", cache, "caching
+//! rules") on quick_cache (see README "Design" for why not moka): entries keyed by lower-cased
 //! name, type, class and the DO bit; each held as a [`WireAnswer`] with the
 //! time it was stored, so a hit is served by patching TTLs in place. Entries
 //! live for their TTL plus the `serve_stale` window; the caller decides when a
 //! stale one may answer.
 //!
-//! The moka key is a 64-bit keyed hash of the question (no allocation per
+//! The key is a 64-bit keyed hash of the question (no allocation per
 //! lookup, 8 bytes per entry); every hit is checked against the question
 //! held in the answer itself and the DO bit, so a hash collision can only
 //! cost a miss, never a wrong answer.
@@ -15,15 +16,17 @@ use std::time::{Duration, Instant};
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{DNSClass, Name, RecordType};
-use moka::sync::Cache;
+use quick_cache::UnitWeighter;
+use quick_cache::sync::DefaultLifecycle;
 
 use crate::config::CacheConfig;
 use crate::wire::{AnswerFacts, LowerName, TtlRule, WireAnswer};
 
 /// How long an upstream SERVFAIL is remembered at most.
 pub const SERVFAIL_TTL: Duration = Duration::from_secs(5);
-/// The most slots allocated up front (a larger cache grows past it).
-const INITIAL_CAPACITY_LIMIT: u64 = 262_144;
+/// Entries the store is sized for at start; it grows as it fills (an idle
+/// server does not hold a table for `max_entries`).
+const INITIAL_ENTRIES: u64 = 1024;
 /// TTL of an answer served stale.
 pub const STALE_TTL: u32 = 30;
 
@@ -39,11 +42,11 @@ impl CacheKey {
     }
 }
 
-// The key is already a keyed SipHash of the question: moka hashes it with
+// The key is already a keyed SipHash of the question: the store hashes it with
 // the identity instead of hashing it a second time.
 impl nohash_hasher::IsEnabled for CacheKey {}
 
-/// moka's hasher for [`CacheKey`]: the key's own 64 bits.
+/// The store's hasher for [`CacheKey`]: the key's own 64 bits.
 type KeyHasher = nohash_hasher::BuildNoHashHasher<CacheKey>;
 
 /// One cached answer.
@@ -86,6 +89,11 @@ impl CacheEntry {
         self.stored_at.elapsed()
     }
 
+    /// Whether it is still held: fresh, or inside the `serve_stale` window.
+    pub fn is_kept(&self) -> bool {
+        self.age() < self.keep_for
+    }
+
     /// Whether it may still answer as a normal hit.
     pub fn is_fresh(&self) -> bool {
         self.age() < self.fresh_for
@@ -112,32 +120,15 @@ pub enum Lookup {
     Miss,
 }
 
-struct KeepFor;
-
-impl moka::Expiry<CacheKey, Arc<CacheEntry>> for KeepFor {
-    fn expire_after_create(
-        &self,
-        _key: &CacheKey,
-        value: &Arc<CacheEntry>,
-        _now: Instant,
-    ) -> Option<Duration> {
-        Some(value.keep_for)
-    }
-    fn expire_after_update(
-        &self,
-        _key: &CacheKey,
-        value: &Arc<CacheEntry>,
-        _now: Instant,
-        _current: Option<Duration>,
-    ) -> Option<Duration> {
-        Some(value.keep_for)
-    }
-}
+/// The store under [`AnswerCache`]: quick_cache, bounded by entry count,
+/// with the key's own 64 bits as its hash. Entries past their
+/// `serve_stale` window are misses when read and are the first evicted.
+type Store = quick_cache::sync::Cache<CacheKey, Arc<CacheEntry>, UnitWeighter, KeyHasher>;
 
 /// The cache, or nothing when `max_entries = 0`.
 #[derive(Clone)]
 pub struct AnswerCache {
-    inner: Option<Cache<CacheKey, Arc<CacheEntry>, KeyHasher>>,
+    inner: Option<Arc<Store>>,
     config: CacheConfig,
     hasher: RandomState,
 }
@@ -154,15 +145,14 @@ impl AnswerCache {
     /// An empty cache with these bounds.
     pub fn new(config: CacheConfig) -> Self {
         let inner = (config.max_entries > 0).then(|| {
-            Cache::builder()
-                .max_capacity(config.max_entries)
-                // Growing moka's table rehashes every entry, again and again while a
-                // cold cache fills (9 % of CPU in the miss benchmark); size it once.
-                .initial_capacity(
-                    usize::try_from(config.max_entries.min(INITIAL_CAPACITY_LIMIT)).unwrap_or(0),
-                )
-                .expire_after(KeepFor)
-                .build_with_hasher(KeyHasher::default())
+            let entries = usize::try_from(config.max_entries.min(INITIAL_ENTRIES)).unwrap_or(1);
+            Arc::new(Store::with(
+                entries,
+                config.max_entries,
+                UnitWeighter,
+                KeyHasher::default(),
+                DefaultLifecycle::default(),
+            ))
         });
         Self {
             inner,
@@ -220,9 +210,10 @@ impl AnswerCache {
         if let (Some(old), Some(new)) = (&self.inner, &next.inner) {
             for (key, value) in old
                 .iter()
+                .filter(|(_, entry)| entry.is_kept())
                 .take(usize::try_from(config.max_entries).unwrap_or(usize::MAX))
             {
-                new.insert(*key, value);
+                new.insert(key, value);
             }
         }
         next
@@ -234,7 +225,7 @@ impl AnswerCache {
         let Some(cache) = &self.inner else {
             return Lookup::Miss;
         };
-        match cache.get(key) {
+        match cache.get(key).filter(|entry| entry.is_kept()) {
             Some(entry)
                 if entry.dnssec_ok != dnssec_ok
                     || !entry.answer.question().eq_ignore_ascii_case(question) =>
@@ -281,7 +272,9 @@ impl AnswerCache {
             return Err(answer);
         };
         // A remembered failure must never push out an answer kept for serve-stale.
-        if answer.rcode() == ResponseCode::ServFail && cache.contains_key(&key) {
+        if answer.rcode() == ResponseCode::ServFail
+            && cache.peek(&key).is_some_and(|entry| entry.is_kept())
+        {
             return Err(answer);
         }
         let entry = Arc::new(CacheEntry::new(
@@ -296,11 +289,10 @@ impl AnswerCache {
         Ok(entry)
     }
 
-    /// Entries held (approximate until moka's housekeeping has run).
+    /// Entries held and still inside their `serve_stale` window.
     pub fn entry_count(&self) -> u64 {
         self.inner.as_ref().map_or(0, |c| {
-            c.run_pending_tasks();
-            c.entry_count()
+            c.iter().filter(|(_, entry)| entry.is_kept()).count() as u64
         })
     }
 
