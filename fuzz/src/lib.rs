@@ -400,7 +400,9 @@ mod seeds {
         std::fs::write(dir.join(format!("seed-{name}")), data).expect("write seed");
     }
 
-    fn query_seeds() -> Vec<(String, Vec<u8>)> {
+    /// Client packets: the `query_parse` seeds as they are, the
+    /// `query_path` seeds behind a selector byte.
+    fn query_packets() -> Vec<(String, Vec<u8>)> {
         let mut out: Vec<(String, Vec<u8>)> = Vec::new();
         type Case<'a> = (&'a str, &'a str, RecordType, Option<(u16, bool)>);
         let cases: &[Case] = &[
@@ -542,7 +544,11 @@ mod seeds {
         let mut response = bytes(&query("docker.io.", RecordType::A, None));
         response[2] |= 0x80;
         out.push(("qr-set".into(), response));
+        out
+    }
 
+    fn query_seeds() -> Vec<(String, Vec<u8>)> {
+        let out = query_packets();
         // Every packet as a UDP query from 127.0.0.1; some also from the
         // other clients and over TCP (first byte: client | tcp << 2).
         let mut seeds = Vec::new();
@@ -649,6 +655,7 @@ mod seeds {
         let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
         for (target, seeds) in [
             ("query_path", query_seeds()),
+            ("query_parse", query_packets()),
             ("upstream_answer", upstream_seeds()),
             ("config", config_seeds()),
         ] {
