@@ -89,6 +89,7 @@ pub(super) async fn udp_loop(
     let mut batch = RecvBatch::new();
     let mut draining: Option<Instant> = None;
     let mut next_sweep = Instant::now() + SWEEP_EVERY;
+    let mut upstreams = Arc::downgrade(&worker.resolver.snapshot().upstreams);
     loop {
         let ticking = !worker.table.is_empty() || draining.is_some();
         let tick_at = tokio::time::Instant::from_std(next_sweep);
@@ -121,8 +122,13 @@ pub(super) async fn udp_loop(
         if now >= next_sweep {
             worker.table.sweep(now, &mut worker.completed);
             next_sweep = now + SWEEP_EVERY;
+            // Only after a reload: the sockets of upstreams it removed close.
             let snapshot = worker.resolver.snapshot();
-            worker.table.forget_upstreams_not_in(&snapshot.upstreams);
+            // (A weak reference: the worker never keeps an old pool alive.)
+            if !std::ptr::eq(upstreams.as_ptr(), Arc::as_ptr(&snapshot.upstreams)) {
+                worker.table.forget_upstreams_not_in(&snapshot.upstreams);
+                upstreams = Arc::downgrade(&snapshot.upstreams);
+            }
         }
         worker.answer_completed();
         worker.send_replies().await;
