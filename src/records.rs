@@ -14,6 +14,7 @@ use prometheus::IntCounter;
 use crate::config::{Config, RecordData, RecordName};
 use crate::health::{Endpoint, HealthRegistry, TargetHealth};
 use crate::metrics::Metrics;
+use crate::wire::{LowerName, name_key};
 
 /// One address of a record, with its probe when the record is health-checked.
 #[derive(Debug)]
@@ -128,12 +129,15 @@ impl CompiledRecord {
     }
 }
 
-/// Every record of one configuration, indexed for lookup.
+/// Every record of one configuration, indexed for lookup by the lower-cased
+/// wire form of a name ([`crate::wire::name_key`]): a lookup, wildcard
+/// suffixes included, reads slices of one [`LowerName`] and allocates nothing.
 #[derive(Debug, Default)]
 pub struct RecordTable {
-    exact: HashMap<Name, Vec<Arc<CompiledRecord>>>,
-    hosts: HashMap<Name, Arc<CompiledRecord>>,
-    wildcard: HashMap<Name, Vec<Arc<CompiledRecord>>>,
+    exact: HashMap<Box<[u8]>, Vec<Arc<CompiledRecord>>>,
+    hosts: HashMap<Box<[u8]>, Arc<CompiledRecord>>,
+    /// Keyed by the suffix under `*.`.
+    wildcard: HashMap<Box<[u8]>, Vec<Arc<CompiledRecord>>>,
     all: Vec<Arc<CompiledRecord>>,
     /// How many of `all` (the first ones) come from `[[record]]`.
     configured: usize,
@@ -184,10 +188,13 @@ impl RecordTable {
                 target_health,
             });
             let slot = match &record.name {
-                RecordName::Exact(name) => table.exact.entry(Name::from(name.clone())).or_default(),
+                RecordName::Exact(name) => table
+                    .exact
+                    .entry(name_key(&Name::from(name.clone())))
+                    .or_default(),
                 RecordName::Wildcard(suffix) => table
                     .wildcard
-                    .entry(Name::from(suffix.clone()))
+                    .entry(name_key(&Name::from(suffix.clone())))
                     .or_default(),
             };
             slot.push(compiled.clone());
@@ -223,7 +230,7 @@ impl RecordTable {
                 health_checked: false,
                 target_health: None,
             });
-            table.hosts.insert(name, compiled.clone());
+            table.hosts.insert(name_key(&name), compiled.clone());
             table.all.push(compiled);
         }
         table
@@ -267,9 +274,15 @@ impl RecordTable {
     /// it, whatever its `clients`): the unmapped-names report (README "Unmapped names")
     /// counts only the names that no record covers.
     pub fn find(&self, name: &Name, client: IpAddr) -> RecordMatch<'_> {
+        self.find_lower(&LowerName::of(name), client)
+    }
+
+    /// [`RecordTable::find`] for a name already lower-cased.
+    pub fn find_lower(&self, name: &LowerName, client: IpAddr) -> RecordMatch<'_> {
         if self.all.is_empty() {
             return RecordMatch::Absent;
         }
+        let name = name.as_bytes();
         let mut exists = false;
         if let Some(list) = self.exact.get(name) {
             if let Some(found) = choose(list, client) {
@@ -281,18 +294,19 @@ impl RecordTable {
             return RecordMatch::Answers(found);
         }
         if !self.wildcard.is_empty() {
-            let mut suffix = name.base_name();
+            // Every proper suffix down to the root (the root's own is itself).
+            let mut suffix = parent(name);
             loop {
-                if let Some(list) = self.wildcard.get(&suffix) {
+                if let Some(list) = self.wildcard.get(suffix) {
                     if let Some(found) = choose(list, client) {
                         return RecordMatch::Answers(found);
                     }
                     exists = true;
                 }
-                if suffix.is_root() {
+                if suffix.len() <= 1 {
                     break;
                 }
-                suffix = suffix.base_name();
+                suffix = parent(suffix);
             }
         }
         if exists {
@@ -323,6 +337,15 @@ pub enum RecordMatch<'a> {
     PassedOver,
     /// No record covers the name.
     Absent,
+}
+
+/// The wire form of a name's parent: `name` without its first label (the
+/// root is its own parent).
+fn parent(name: &[u8]) -> &[u8] {
+    match name.first() {
+        Some(&len) if len > 0 => name.get(1 + usize::from(len)..).unwrap_or(&[0]),
+        _ => name,
+    }
 }
 
 fn choose(records: &[Arc<CompiledRecord>], client: IpAddr) -> Option<&Arc<CompiledRecord>> {

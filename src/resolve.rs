@@ -126,6 +126,9 @@ impl Resolver {
         }
 
         let class = query.query.query_class();
+        // Lower-cased once, for the records, the report and the cache key.
+        let lower = LowerName::of(query.name());
+        let packet_question = wire::packet_question(packet);
         // Whether no record exists for the name: it is forwarded as any
         // other name, and reported if a watched zone holds it (README
         // "Unmapped names").
@@ -133,7 +136,7 @@ impl Resolver {
         if class == DNSClass::IN || class == DNSClass::ANY {
             match snapshot
                 .records
-                .find(query.name(), client.ip().to_canonical())
+                .find_lower(&lower, client.ip().to_canonical())
             {
                 RecordMatch::Answers(record) => {
                     record.hits.inc();
@@ -143,8 +146,15 @@ impl Resolver {
                         let work = Work::Chase(record.clone());
                         return self.pending(request, packet, work);
                     }
-                    let message = reply::record_answer(query, record);
                     request.answered(&self.metrics, Outcome::Record, ResponseCode::NoError);
+                    if let Some(question) = packet_question
+                        && reply::write_record_answer(query, question, record, transport, out)
+                    {
+                        return Handled::Reply;
+                    }
+                    // A compressed question, or too large for the client:
+                    // built and fitted by hickory.
+                    let message = reply::record_answer(query, record);
                     return sent(reply::encode_into(&message, transport, out));
                 }
                 RecordMatch::Absent => absent = true,
@@ -153,15 +163,12 @@ impl Resolver {
             }
         }
 
-        // Lower-cased once, for the report and the cache key.
-        let lower = LowerName::of(query.name());
         if absent {
             snapshot.watch.note(&lower, query.name());
         }
         let key = snapshot
             .cache
             .key_of(&lower, query.query_type(), class, query.dnssec_ok());
-        let packet_question = wire::packet_question(packet);
         if let Some(question) = packet_question
             && let Lookup::Fresh(entry) = snapshot.cache.get(&key, question, query.dnssec_ok())
         {

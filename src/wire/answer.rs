@@ -3,8 +3,10 @@
 //! patching the ID, flags, question case and TTLs in place ([`TtlRule`]), so
 //! that a cache hit costs a copy rather than a full encode.
 
+use std::net::{Ipv4Addr, Ipv6Addr};
+
 use hickory_proto::op::{Message, MessageType, ResponseCode};
-use hickory_proto::rr::RecordType;
+use hickory_proto::rr::{DNSClass, Name, RecordType};
 
 use super::EDNS_PAYLOAD;
 use super::query::ClientQuery;
@@ -231,14 +233,119 @@ impl WireAnswer {
             self.patch_ttls(out, ttl);
         }
         if let Some(edns) = query.edns {
-            let arcount = u16::from_be_bytes([out[10], out[11]]).saturating_add(1);
-            out[10..12].copy_from_slice(&arcount.to_be_bytes());
-            out.push(0); // root owner
-            out.extend_from_slice(&u16::from(RecordType::OPT).to_be_bytes());
-            out.extend_from_slice(&EDNS_PAYLOAD.to_be_bytes());
-            out.extend_from_slice(&[0, 0, if edns.dnssec_ok { 0x80 } else { 0 }, 0]);
-            out.extend_from_slice(&[0, 0]);
+            push_opt(out, edns.dnssec_ok);
         }
+    }
+}
+
+/// Appends this server's OPT record (README "How a query is answered",
+/// EDNS) to the message in `out` and counts it in ARCOUNT.
+fn push_opt(out: &mut Vec<u8>, dnssec_ok: bool) {
+    if let Some(count) = out.get_mut(10..12) {
+        let arcount = u16::from_be_bytes([count[0], count[1]]).saturating_add(1);
+        count.copy_from_slice(&arcount.to_be_bytes());
+    }
+    out.push(0); // root owner
+    out.extend_from_slice(&u16::from(RecordType::OPT).to_be_bytes());
+    out.extend_from_slice(&EDNS_PAYLOAD.to_be_bytes());
+    // Extended rcode 0, version 0, DO as asked; no options.
+    out.extend_from_slice(&[0, 0, if dnssec_ok { 0x80 } else { 0 }, 0]);
+    out.extend_from_slice(&[0, 0]);
+}
+
+/// An answer of this server's own records written byte by byte into the
+/// caller's buffer (no message built, nothing allocated once the buffer
+/// has grown): the client's ID, RD and CD, QR and RA set, rcode NOERROR,
+/// the question as the client sent it, then each record with its owner a
+/// compression pointer to the question's name (RFC 1035 §4.1.4), class IN.
+pub struct AnswerWriter<'a> {
+    out: &'a mut Vec<u8>,
+    answers: u16,
+    dnssec_ok: Option<bool>,
+}
+
+/// The compression pointer to the question's name, right after the header.
+const POINTER_TO_QUESTION: [u8; 2] = [0xc0, 0x0c];
+
+impl<'a> AnswerWriter<'a> {
+    /// Starts the answer to `query`, whose question's bytes (`QNAME QTYPE
+    /// QCLASS`, the name without compression) are `question`.
+    pub fn start(query: &ClientQuery, question: &[u8], out: &'a mut Vec<u8>) -> Self {
+        out.clear();
+        out.extend_from_slice(&query.id.to_be_bytes());
+        // QR, opcode QUERY, RD as asked; RA, CD as asked, NOERROR.
+        out.push(0x80 | u8::from(query.recursion_desired));
+        out.push(0x80 | if query.checking_disabled { 0x10 } else { 0 });
+        // QDCOUNT 1; ANCOUNT patched by `finish`; NSCOUNT and ARCOUNT 0.
+        out.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]);
+        out.extend_from_slice(question);
+        Self {
+            out,
+            answers: 0,
+            dnssec_ok: query.edns.map(|e| e.dnssec_ok),
+        }
+    }
+
+    /// Adds an A record.
+    pub fn a(&mut self, ttl: u32, ip: Ipv4Addr) {
+        self.record(RecordType::A, ttl, &ip.octets());
+    }
+
+    /// Adds an AAAA record.
+    pub fn aaaa(&mut self, ttl: u32, ip: Ipv6Addr) {
+        self.record(RecordType::AAAA, ttl, &ip.octets());
+    }
+
+    /// Adds a CNAME record to `target` (written without compression).
+    pub fn cname(&mut self, ttl: u32, target: &Name) {
+        let rdata_at = self.header(RecordType::CNAME, ttl);
+        for label in target.iter() {
+            // A parsed name's labels are at most 63 bytes.
+            self.out.push(label.len() as u8);
+            self.out.extend_from_slice(label);
+        }
+        self.out.push(0);
+        self.close(rdata_at);
+    }
+
+    /// Ends the answer (ANCOUNT, the OPT when the client sent one);
+    /// `false` when it is larger than `udp_limit`, which then is the
+    /// caller's to truncate.
+    pub fn finish(self, udp_limit: Option<usize>) -> bool {
+        if let Some(count) = self.out.get_mut(6..8) {
+            count.copy_from_slice(&self.answers.to_be_bytes());
+        }
+        if let Some(dnssec_ok) = self.dnssec_ok {
+            push_opt(self.out, dnssec_ok);
+        }
+        udp_limit.is_none_or(|limit| self.out.len() <= limit)
+    }
+
+    fn record(&mut self, rtype: RecordType, ttl: u32, rdata: &[u8]) {
+        let rdata_at = self.header(rtype, ttl);
+        self.out.extend_from_slice(rdata);
+        self.close(rdata_at);
+    }
+
+    /// Writes a record's owner, type, class and TTL, and room for its
+    /// RDLENGTH; returns where its RDATA starts.
+    fn header(&mut self, rtype: RecordType, ttl: u32) -> usize {
+        self.out.extend_from_slice(&POINTER_TO_QUESTION);
+        self.out.extend_from_slice(&u16::from(rtype).to_be_bytes());
+        self.out
+            .extend_from_slice(&u16::from(DNSClass::IN).to_be_bytes());
+        self.out.extend_from_slice(&ttl.to_be_bytes());
+        self.out.extend_from_slice(&[0, 0]);
+        self.out.len()
+    }
+
+    /// Fills in the RDLENGTH of the record whose RDATA started at `rdata_at`.
+    fn close(&mut self, rdata_at: usize) {
+        let len = (self.out.len() - rdata_at) as u16;
+        if let Some(field) = self.out.get_mut(rdata_at - 2..rdata_at) {
+            field.copy_from_slice(&len.to_be_bytes());
+        }
+        self.answers = self.answers.saturating_add(1);
     }
 }
 

@@ -17,7 +17,7 @@ mod query;
 mod upstream;
 mod walk;
 
-pub use answer::{AnswerFacts, TtlRule, WireAnswer, WireError};
+pub use answer::{AnswerFacts, AnswerWriter, TtlRule, WireAnswer, WireError};
 pub use query::{ClientEdns, ClientQuery, Inbound, packet_question, parse_query, server_edns};
 pub use upstream::{encode_upstream_query, header_and_question, is_answer_to};
 
