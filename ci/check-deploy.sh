@@ -12,7 +12,7 @@
 #     schemas (kubernetes-validate --strict: unknown fields are errors, unknown kinds too);
 #   - merges the CoreDNS sidecar patch onto a CoreDNS Deployment fixture and validates the result;
 #   - checks the deployment contract (ci/deploy_lint.py policy) and every accel-dns config
-#     against SPEC section 3 (ci/deploy_lint.py configs), every image the accel-dns one;
+#     against the README configuration reference (ci/deploy_lint.py configs), every image the accel-dns one;
 #   - hadolint Dockerfile; systemd-analyze verify of the unit; shellcheck of every *.sh under
 #     deploy/ and ci/; deploy/node/test-node-setup.sh;
 #   - with ACCEL_DNS_BINARY: `accel-dns check --config` on each config, then `accel-dns serve` of
@@ -192,7 +192,7 @@ while IFS= read -r file; do toml_files+=("$file"); done < <(find deploy -name '*
 extract_configs() {
     "$PYTHON" ci/deploy_lint.py configs "$WORK/configs" "${labelled[@]}" "${toml_files[@]}" >"$WORK/configs.list"
 }
-check "accel-dns configs follow SPEC section 3 (ConfigMaps and deploy/**/*.toml)" extract_configs
+check "accel-dns configs follow the README configuration reference (ConfigMaps and deploy/**/*.toml)" extract_configs
 if [[ -s "$WORK/configs.list" ]]; then
     while IFS=$'\t' read -r file _; do configs+=("$file"); done <"$WORK/configs.list"
 fi

@@ -11,7 +11,7 @@
     deploy_lint.py configs OUTDIR [LABEL=]FILE...
                                                 validate every accel-dns config (ConfigMap key
                                                 accel-dns.toml in the manifests, or a .toml file)
-                                                against SPEC section 3 and write each to OUTDIR
+                                                against the README configuration reference and write each to OUTDIR
     deploy_lint.py init-args FILE               print the node DaemonSet's init container's
                                                 accel-dns arguments, one a line
     deploy_lint.py smoke BINARY CONFIG          serve CONFIG and ask it for its records (run it in
@@ -118,7 +118,7 @@ def cmd_standalone(_: list[str]) -> None:
             print(rel(path))
 
 
-# ----------------------------------------------------------------- accel-dns configs (SPEC section 3)
+# ----------------------------------------------------------------- accel-dns configs (README "Configuration reference")
 DURATION = re.compile(r"^\s*(\d+(\.\d+)?\s*(ns|us|ms|s|sec|m|min|h|hr|d|days?)\s*)+$")
 DOMAIN_LABEL = re.compile(r"^(?!-)[A-Za-z0-9_-]{1,63}(?<!-)$")
 
@@ -157,7 +157,7 @@ HEALTH_KEYS = {
     "ca_file": str,
     "path": str,
 }
-# The built-in registry bundles (SPEC section 10): the same data file the binary embeds.
+# The built-in registry bundles (README "Configuration reference", `registry`): the same data file the binary embeds.
 REGISTRIES_FILE = Path(__file__).resolve().parent.parent / "src" / "registries.toml"
 
 
@@ -215,7 +215,7 @@ def check_type(where: str, key: str, value, expected, problems: Problems) -> boo
 
 
 def validate_config(where: str, text: str, problems: Problems) -> dict | None:
-    """Mirrors SPEC section 3's validation; `accel-dns check` (when CI has the binary) is the authority."""
+    """Mirrors the validation of the README "Configuration reference"; `accel-dns check` (when CI has the binary) is the authority."""
     try:
         config = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
@@ -754,7 +754,7 @@ def cmd_smoke(args: list[str]) -> None:
         subprocess.run(["ip", "addr", "add", f"{outside}/32", "dev", "lo"], check=True)
         added = {inside, outside}
         asked = 0
-        # An explicit record beats a bundle's record of the same name and clients (SPEC section 10).
+        # An explicit record beats a bundle's record of the same name and clients (README "Configuration reference", `registry`).
         explicit = {
             (r["name"].lower().rstrip("."), tuple(sorted(r.get("clients", []))))
             for r in config.get("record", [])

@@ -357,7 +357,7 @@ pub fn check_reply(packet: &[u8], reply: &[u8], protocol: Protocol, allowed: boo
         ResponseCode::FormErr | ResponseCode::NotImp | ResponseCode::Refused
     );
     if !allowed || error {
-        // SPEC §4.2 and the amplification rule: what a stranger (or a
+        // README "How a query is answered" (access) and the amplification rule: what a stranger (or a
         // malformed query) gets back is never larger than what it sent.
         assert!(
             reply.len() <= packet.len(),
