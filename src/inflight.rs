@@ -27,6 +27,7 @@ use crate::reply;
 use crate::request::{FetchResult, Fetched, Request};
 use crate::snapshot::Snapshot;
 use crate::upstream::UpstreamError;
+use crate::wire::QuestionBytes;
 
 /// Clients that may wait on one upstream query (the first included); the
 /// next identical query gets SERVFAIL at once (README "How a query is
@@ -51,6 +52,10 @@ const TASK_OWNER: usize = usize::MAX;
 
 /// A client handed to the owner of its question, answered when the query is over.
 #[derive(Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "a handed query is moved once into the owner's list; boxing it would allocate"
+)]
 pub enum Handed {
     /// A UDP query: answered through the listener socket it came on.
     Udp {
@@ -67,7 +72,7 @@ pub enum Handed {
 #[derive(Debug)]
 struct Entry {
     owner: usize,
-    question: Box<[u8]>,
+    question: QuestionBytes,
     dnssec_ok: bool,
     /// Clients waiting on it, the owner's and the handed ones.
     waiters: usize,
@@ -169,11 +174,16 @@ impl InFlight {
                 Claim::Alone(waiter)
             }
             None => {
+                let Some(question) = QuestionBytes::new(question) else {
+                    // Longer than any parsed query's: not shared.
+                    self.waiting.fetch_add(1, Ordering::Relaxed);
+                    return Claim::Alone(waiter);
+                };
                 shard.insert(
                     key,
                     Entry {
                         owner,
-                        question: question.into(),
+                        question,
                         dnssec_ok,
                         waiters: 1,
                         handed: Vec::new(),

@@ -187,14 +187,14 @@ impl Resolver {
     }
 
     fn pending(&self, mut request: Request, packet: &[u8], work: Work) -> Handled {
-        request.question = wire::packet_question(packet).map(Box::from);
-        Handled::Pending(Box::new(Pending { request, work }))
+        request.question = wire::packet_question(packet).and_then(wire::QuestionBytes::new);
+        Handled::Pending(Pending { request, work })
     }
 
     /// Answers a query that needs upstream. Always returns an answer within
     /// the upstream timeout (SERVFAIL at worst).
-    pub async fn finish(&self, pending: Box<Pending>) -> Vec<u8> {
-        let Pending { request, work } = *pending;
+    pub async fn finish(&self, pending: Pending) -> Vec<u8> {
+        let Pending { request, work } = pending;
         let mut out = Vec::new();
         match work {
             Work::Forward(key) => self.forward(&request, key, &mut out).await,

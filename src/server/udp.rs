@@ -187,7 +187,7 @@ impl Worker {
             Handled::Drop => self.spare.push(out),
             Handled::Pending(pending) => {
                 self.spare.push(out);
-                let Pending { request, work } = *pending;
+                let Pending { request, work } = pending;
                 match work {
                     Work::Forward(key) => self.forward(request, key),
                     Work::Chase(record) => self.chase(Pending {
@@ -265,7 +265,7 @@ impl Worker {
         let resolver = self.resolver.clone();
         let client = pending.request.client;
         self.tasks.spawn(async move {
-            let answer = resolver.finish(Box::new(pending)).await;
+            let answer = resolver.finish(pending).await;
             send_udp(&socket, &answer, client).await;
         });
     }

@@ -36,7 +36,9 @@ use super::pool::{
 };
 use super::{ExchangeError, Failover, UpstreamError, UpstreamPool, UpstreamServer, share_of};
 use crate::cache::CacheKey;
-use crate::wire::{WireAnswer, encode_upstream_query, is_answer_to};
+use crate::wire::{
+    MAX_QUESTION, QuestionBytes, WireAnswer, encode_upstream_query_into, is_answer_to,
+};
 
 /// How often the deadlines of the queries in flight are looked at: a query
 /// moves on to the next server at most this late.
@@ -89,7 +91,7 @@ enum Attempt {
 struct Flight<W> {
     key: CacheKey,
     /// `QNAME QTYPE QCLASS`, as the first client asked it.
-    question: Box<[u8]>,
+    question: QuestionBytes,
     dnssec_ok: bool,
     waiters: Vec<W>,
     /// The servers to try, in order, and the position of the current one.
@@ -127,7 +129,10 @@ pub struct PendingTable<W> {
     active: HashMap<SocketAddr, Vec<usize>>,
     next_ticket: u64,
     retried: mpsc::UnboundedSender<TcpRetried>,
+    /// The answer being read.
     buffer: Box<[u8]>,
+    /// The query being sent (reused).
+    outgoing: Vec<u8>,
 }
 
 impl<W> PendingTable<W> {
@@ -141,6 +146,7 @@ impl<W> PendingTable<W> {
             retried,
             // One byte more than an answer may have, to tell a datagram that was cut.
             buffer: vec![0u8; RECEIVE_BUFFER + 1].into_boxed_slice(),
+            outgoing: Vec::with_capacity(12 + MAX_QUESTION + 11),
         }
     }
 
@@ -168,6 +174,10 @@ impl<W> PendingTable<W> {
         waiter: W,
         done: &mut Vec<Completed<W>>,
     ) -> Result<FlightId, (W, UpstreamError)> {
+        let Some(question) = QuestionBytes::new(question) else {
+            // Longer than any question a parsed query has.
+            return Err((waiter, UpstreamError::AllFailed));
+        };
         let Ok(permit) = pool.permits.clone().try_acquire_owned() else {
             return Err((waiter, UpstreamError::Overloaded));
         };
@@ -180,7 +190,7 @@ impl<W> PendingTable<W> {
         self.next_ticket += 1;
         let index = self.flights.insert(Flight {
             key,
-            question: question.into(),
+            question,
             dnssec_ok,
             waiters: vec![waiter],
             order,
@@ -371,7 +381,7 @@ impl<W> PendingTable<W> {
         let Some(server) = flight.order.get(flight.position).cloned() else {
             return;
         };
-        let question = flight.question.clone();
+        let question = flight.question;
         let dnssec_ok = flight.dnssec_ok;
         let deadline = flight.attempt_until;
         let ticket = flight.ticket;
@@ -481,7 +491,7 @@ impl<W> PendingTable<W> {
             }
             flight.attempt_started = now;
             flight.attempt_until = now + share_of(remaining, flight.position, count);
-            let question = flight.question.clone();
+            let question = flight.question;
             let dnssec_ok = flight.dnssec_ok;
             match self.send(index, server.addr, &question, dnssec_ok) {
                 Ok(()) => return,
@@ -528,7 +538,8 @@ impl<W> PendingTable<W> {
         // Straight to the kernel: tokio's `try_send` answers "would block"
         // from its cached readiness, which a socket just opened has not had
         // yet; a UDP send blocks only when the socket buffer is full.
-        SockRef::from(&pooled.socket).send(&encode_upstream_query(id, question, dnssec_ok))?;
+        encode_upstream_query_into(&mut self.outgoing, id, question, dnssec_ok);
+        SockRef::from(&pooled.socket).send(&self.outgoing)?;
         pooled.waiting.insert(id, index);
         pooled.queries += 1;
         if let Some(flight) = self.flights.get_mut(index) {

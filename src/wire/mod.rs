@@ -19,7 +19,9 @@ mod walk;
 
 pub use answer::{AnswerFacts, AnswerWriter, TtlRule, WireAnswer, WireError};
 pub use query::{ClientEdns, ClientQuery, Inbound, packet_question, parse_query, server_edns};
-pub use upstream::{encode_upstream_query, header_and_question, is_answer_to};
+pub use upstream::{
+    encode_upstream_query, encode_upstream_query_into, header_and_question, is_answer_to,
+};
 
 /// The two client-query parsers side by side, for the differential fuzz
 /// target `query_parse` and the `query_parse` bench: [`parse_query`] is the
@@ -77,6 +79,44 @@ pub fn question_bytes(name: &Name, query_type: RecordType, class: DNSClass) -> B
     out.extend_from_slice(&u16::from(query_type).to_be_bytes());
     out.extend_from_slice(&u16::from(class).to_be_bytes());
     out.into_boxed_slice()
+}
+
+/// Longest question: a name of 255 bytes (RFC 1035 §2.3.4), QTYPE, QCLASS.
+pub const MAX_QUESTION: usize = 255 + 4;
+
+/// A question's bytes (`QNAME QTYPE QCLASS`) held inline, so that a query
+/// in flight carries its question without an allocation; copied by value.
+#[derive(Clone, Copy)]
+pub struct QuestionBytes {
+    len: u16,
+    bytes: [u8; MAX_QUESTION],
+}
+
+impl QuestionBytes {
+    /// `question` held inline; `None` if it is longer than any question
+    /// can be ([`MAX_QUESTION`]).
+    pub fn new(question: &[u8]) -> Option<Self> {
+        let len = u16::try_from(question.len())
+            .ok()
+            .filter(|&l| usize::from(l) <= MAX_QUESTION)?;
+        let mut bytes = [0u8; MAX_QUESTION];
+        bytes[..question.len()].copy_from_slice(question);
+        Some(Self { len, bytes })
+    }
+}
+
+impl std::ops::Deref for QuestionBytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+}
+
+impl std::fmt::Debug for QuestionBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("QuestionBytes").field(&&**self).finish()
+    }
 }
 
 /// A name's wire form in lower case, root label included, on the stack:

@@ -13,6 +13,14 @@ use super::walk;
 /// the client's DO bit. Built by hand: this runs on every cache miss.
 pub fn encode_upstream_query(id: u16, question: &[u8], dnssec_ok: bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(12 + question.len() + 11);
+    encode_upstream_query_into(&mut out, id, question, dnssec_ok);
+    out
+}
+
+/// [`encode_upstream_query`] into `out` (cleared first): a buffer reused
+/// from one query to the next.
+pub fn encode_upstream_query_into(out: &mut Vec<u8>, id: u16, question: &[u8], dnssec_ok: bool) {
+    out.clear();
     out.extend_from_slice(&id.to_be_bytes());
     // RD; AD asks a validating upstream to say what it validated (RFC 6840 §5.7).
     out.extend_from_slice(&[0x01, 0x20, 0, 1, 0, 0, 0, 0, 0, 1]);
@@ -21,7 +29,6 @@ pub fn encode_upstream_query(id: u16, question: &[u8], dnssec_ok: bool) -> Vec<u
     out.extend_from_slice(&u16::from(RecordType::OPT).to_be_bytes());
     out.extend_from_slice(&EDNS_PAYLOAD.to_be_bytes());
     out.extend_from_slice(&[0, 0, if dnssec_ok { 0x80 } else { 0 }, 0, 0, 0]);
-    out
 }
 
 /// Whether `answer` is a response with `id` to exactly `question` (case
