@@ -3,8 +3,9 @@
 //! answered" (malformed input) names ([`query`]), building answers and
 //! fitting them to the client's buffer, holding answers in encoded form
 //! ([`WireAnswer`], in `answer`), the bytes exchanged with upstreams
-//! (`upstream`), and the one walker of the record framing they all read
-//! messages with (`walk`).
+//! (`upstream`), whether hickory-proto would decode an upstream's answer,
+//! told without decoding it ([`rdata_verdict`], in `check`), and the one
+//! walker of the record framing they all read messages with (`walk`).
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -13,11 +14,13 @@ use hickory_proto::rr::rdata::{A, AAAA, CNAME};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 
 mod answer;
+mod check;
 mod query;
 mod upstream;
 mod walk;
 
 pub use answer::{AnswerFacts, AnswerWriter, TtlRule, WireAnswer, WireError};
+pub use check::{Check, rdata_verdict};
 pub use query::{ClientEdns, ClientQuery, Inbound, packet_question, parse_query, server_edns};
 pub use upstream::{
     encode_upstream_query, encode_upstream_query_into, header_and_question, is_answer_to,
