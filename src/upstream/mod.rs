@@ -226,19 +226,14 @@ impl UpstreamServer {
 /// can be (the usual answer: A, AAAA, CNAME, SOA, MX, TXT, an OPT without
 /// options read by content), by the decode itself, about 1 µs and a dozen
 /// allocations, where it is `Unsure` (DNSSEC and other record types, an
-/// UPDATE, several questions). In debug builds the decode runs anyway and
-/// must agree.
+/// UPDATE, several questions). `wire/check.rs`'s tests hold the two to the
+/// same verdict; the server never asserts it on live input.
 fn accept_answer(bytes: Vec<u8>) -> Result<WireAnswer, ExchangeError> {
     let decodes = match rdata_verdict(&bytes) {
         Check::Valid => true,
         Check::Invalid => false,
         Check::Unsure => Message::from_vec(&bytes).is_ok(),
     };
-    debug_assert_eq!(
-        decodes,
-        Message::from_vec(&bytes).is_ok(),
-        "rdata_verdict disagrees with hickory's decode on {bytes:02x?}"
-    );
     if !decodes {
         return Err(ExchangeError::Malformed);
     }
