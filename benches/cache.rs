@@ -8,9 +8,9 @@ use std::hint::black_box;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use accel_dns::cache::AnswerCache;
 use accel_dns::config::CacheConfig;
-use accel_dns::wire::{self, Inbound, WireAnswer};
+use accel_dns::internals::cache::AnswerCache;
+use accel_dns::internals::wire::{self, Inbound, WireAnswer};
 use criterion::{Criterion, criterion_group, criterion_main};
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{DNSClass, Name, RecordType};

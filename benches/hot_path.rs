@@ -8,19 +8,18 @@ use std::hint::black_box;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
-use accel_dns::config::{LoadEnv, parse};
-use accel_dns::health::HealthRegistry;
-use accel_dns::loop_guard::LoopGuard;
-use accel_dns::metrics::{Metrics, Protocol};
-use accel_dns::records::RecordTable;
-use accel_dns::request::Handled;
-use accel_dns::resolve::Resolver;
-use accel_dns::snapshot::{Shared, Snapshot};
-use accel_dns::wire::{self, Inbound, TtlRule, WireAnswer};
+use accel_dns::internals::loop_guard::LoopGuard;
+use accel_dns::internals::metrics::Protocol;
+use accel_dns::internals::records::RecordTable;
+use accel_dns::internals::request::Handled;
+use accel_dns::internals::resolve::Resolver;
+use accel_dns::internals::wire::{self, Inbound, TtlRule, WireAnswer};
 use criterion::{Criterion, criterion_group, criterion_main};
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{DNSClass, Name, RecordType};
-use tokio::sync::Semaphore;
+
+#[path = "../tests/support/engine.rs"]
+mod engine;
 
 const CONFIG: &str = r#"
 [upstream]
@@ -43,27 +42,8 @@ fn query(name: &str, rtype: RecordType) -> Vec<u8> {
     message.to_vec().expect("encode")
 }
 
-fn snapshot() -> (tempfile::TempDir, Arc<Snapshot>, Metrics) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let resolv_conf = dir.path().join("resolv.conf");
-    std::fs::write(&resolv_conf, "nameserver 127.0.0.1\n").expect("write");
-    let config = parse(CONFIG, None, &LoadEnv { resolv_conf }).expect("config");
-    let shared = Shared {
-        health: HealthRegistry::default(),
-        upstream_permits: Arc::new(Semaphore::new(16)),
-        metrics: Metrics::new(),
-        unmapped: Arc::default(),
-    };
-    let metrics = shared.metrics.clone();
-    (
-        dir,
-        Arc::new(Snapshot::build(config, None, &shared)),
-        metrics,
-    )
-}
-
 fn bench(c: &mut Criterion) {
-    let (_dir, snapshot, metrics) = snapshot();
+    let (_dir, snapshot, metrics) = engine::snapshot(CONFIG);
     let client: SocketAddr = (Ipv4Addr::LOCALHOST, 40000).into();
 
     let table: &RecordTable = &snapshot.records;

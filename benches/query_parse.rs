@@ -6,7 +6,7 @@
 
 use std::hint::black_box;
 
-use accel_dns::wire::parsers::{parse_full, parse_lean};
+use accel_dns::internals::wire::parsers::{parse_full, parse_lean};
 use criterion::{Criterion, criterion_group, criterion_main};
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
 use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};

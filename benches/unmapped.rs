@@ -10,9 +10,9 @@
 use std::hint::black_box;
 use std::sync::Arc;
 
-use accel_dns::metrics::Metrics;
-use accel_dns::unmapped::{UnmappedReport, Watch};
-use accel_dns::wire::LowerName;
+use accel_dns::internals::metrics::Metrics;
+use accel_dns::internals::unmapped::{UnmappedReport, Watch};
+use accel_dns::internals::wire::LowerName;
 use criterion::{Criterion, criterion_group, criterion_main};
 use hickory_proto::rr::Name;
 

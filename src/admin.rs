@@ -23,7 +23,7 @@ use crate::unmapped::UnmappedName;
 
 /// What the admin endpoint reads.
 #[derive(Clone)]
-pub struct AdminState {
+pub(crate) struct AdminState {
     /// The query path (snapshot and metrics).
     pub resolver: Arc<Resolver>,
     /// Set once every listener is bound.
@@ -38,7 +38,7 @@ pub struct AdminState {
 
 impl AdminState {
     /// Whether `/readyz` says 200, and why not otherwise.
-    pub fn readiness(&self) -> Result<(), &'static str> {
+    pub(crate) fn readiness(&self) -> Result<(), &'static str> {
         if self.draining.load(Ordering::Acquire) {
             return Err("draining");
         }
@@ -53,12 +53,12 @@ impl AdminState {
 
     /// The count of names left unmapped for `/status` (README "Unmapped names"): as many
     /// as `/unmapped` lists.
-    pub fn unmapped_names(&self) -> usize {
+    pub(crate) fn unmapped_names(&self) -> usize {
         self.unmapped().len()
     }
 
     /// The `/status` body.
-    pub fn status(&self) -> Status {
+    pub(crate) fn status(&self) -> Status {
         Status::build(
             &self.resolver.snapshot(),
             &self.resolver.metrics().last_load(),
@@ -69,7 +69,7 @@ impl AdminState {
 
     /// The `/metrics` body, with the gauges that are computed at scrape time
     /// (cache size, health of records and endpoints) brought up to date.
-    pub fn render_metrics(&self) -> String {
+    pub(crate) fn render_metrics(&self) -> String {
         let snapshot = self.resolver.snapshot();
         let metrics = self.resolver.metrics();
         // Several records can share a label (views: one name per `clients`
@@ -113,7 +113,7 @@ impl AdminState {
     /// covered by any record of the running configuration (a name mapped
     /// or unwatched by a reload leaves it, and comes back with its count if
     /// a later reload unmaps it again), most asked first, ties by name.
-    pub fn unmapped(&self) -> Vec<UnmappedName> {
+    pub(crate) fn unmapped(&self) -> Vec<UnmappedName> {
         let snapshot = self.resolver.snapshot();
         snapshot
             .watch
@@ -123,7 +123,7 @@ impl AdminState {
 }
 
 /// The router of the admin endpoint.
-pub fn router(state: AdminState) -> Router {
+pub(crate) fn router(state: AdminState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { (StatusCode::OK, "ok\n") }))
         .route("/readyz", get(readyz))
@@ -186,7 +186,7 @@ async fn status(State(state): State<AdminState>) -> impl IntoResponse {
 }
 
 /// Serves the admin endpoint on `listener` until `shutdown`.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     state: AdminState,
     shutdown: CancellationToken,

@@ -14,7 +14,7 @@ use tokio::net::TcpStream;
 
 /// Why a `GET` failed.
 #[derive(Debug, thiserror::Error)]
-pub enum ClientError {
+pub(crate) enum ClientError {
     /// No connection (nothing listens there, or it is unreachable).
     #[error("cannot connect to {addr}: {error}")]
     Connect {
@@ -40,7 +40,7 @@ pub enum ClientError {
 }
 
 /// `GET path` on `addr`: the status and the body as text.
-pub async fn get(
+pub(crate) async fn get(
     addr: SocketAddr,
     path: &str,
     timeout: Duration,

@@ -26,6 +26,15 @@ use crate::server::{self, Listeners};
 use crate::snapshot::{Shared, Snapshot};
 use crate::upstream::MAX_IN_FLIGHT;
 
+// The binary's other entry points (`src/main.rs`), so that the engine's
+// modules stay private: the helper subcommands, which need no configuration,
+// and the logger `serve` is given.
+pub use crate::commands::{lookup, status};
+pub use crate::logging::init as init_logging;
+pub use crate::node_address::run as node_address;
+pub use crate::node_resolv::run as node_resolv;
+pub use crate::registries::render as registries;
+
 /// Longest time in-flight queries get to finish after SIGTERM/SIGINT.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 

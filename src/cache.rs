@@ -23,7 +23,7 @@ use crate::config::CacheConfig;
 use crate::wire::{AnswerFacts, LowerName, TtlRule, WireAnswer};
 
 /// How long an upstream SERVFAIL is remembered at most.
-pub const SERVFAIL_TTL: Duration = Duration::from_secs(5);
+pub(crate) const SERVFAIL_TTL: Duration = Duration::from_secs(5);
 /// Entries the store is sized for at start; it grows as it fills (an idle
 /// server does not hold a table for `max_entries`).
 const INITIAL_ENTRIES: u64 = 1024;

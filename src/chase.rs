@@ -18,10 +18,10 @@ use crate::upstream::UpstreamError;
 use crate::wire::{self, TtlRule};
 
 /// Longest chain of CNAME records followed inside the records.
-pub const MAX_CNAME_CHAIN: usize = 8;
+pub(crate) const MAX_CNAME_CHAIN: usize = 8;
 
 /// The whole answer to `request` whose name has the CNAME record `first`.
-pub async fn chase(
+pub(crate) async fn chase(
     inflight: &InFlight,
     request: &Request,
     first: &Arc<CompiledRecord>,
@@ -74,7 +74,7 @@ pub async fn chase(
 /// The answer for `name` and `query_type` from outside the records: a fresh
 /// cache entry, else upstream (shared with identical misses), else, when
 /// every upstream failed, what serve-stale keeps.
-pub async fn resolve_target(
+pub(crate) async fn resolve_target(
     inflight: &InFlight,
     snapshot: &Arc<Snapshot>,
     name: &Name,

@@ -12,7 +12,7 @@ use crate::admin_client;
 use crate::status::Status;
 
 /// How long `status` waits for the admin endpoint.
-pub const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// `accel-dns status`: fetches `/status` from `admin` and prints the
 /// table, or with `json` the body as it came.

@@ -329,7 +329,7 @@ async fn resolve(
 
 /// Sends `answer` to `client` through `socket` without waiting; from a task
 /// when the socket buffer is full.
-pub fn send_from(socket: Arc<UdpSocket>, answer: Vec<u8>, client: std::net::SocketAddr) {
+pub(crate) fn send_from(socket: Arc<UdpSocket>, answer: Vec<u8>, client: std::net::SocketAddr) {
     if answer.is_empty() {
         return;
     }

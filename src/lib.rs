@@ -18,31 +18,50 @@
 //! health-checked record addresses; [`loop_guard`] finds forwarding loops;
 //! [`registries`] holds the built-in bundles of registry names; [`unmapped`]
 //! reports the names of watched zones that no record covers.
+//!
+//! # The crate's surface
+//!
+//! Everything is crate-private but three modules for the binary
+//! (`src/main.rs`): [`app`] (serve, and the helper subcommands), [`cli`] (the
+//! command line) and [`config`] (the loader); and [`internals`], the one door
+//! the integration tests, the benches and the fuzz targets use into the
+//! engine.
 
-pub mod admin;
-pub mod admin_client;
+// Keeps the surface this small: a `pub` item that nothing outside the crate
+// can reach (through `app`, `cli`, `config` or `internals`) is an error;
+// write it `pub(crate)` (or `pub(super)`), or re-export it from `internals`
+// if a test, bench or fuzz target needs it.
+#![deny(unreachable_pub)]
+// The docs are for the people who work on the engine (`cargo doc
+// --document-private-items`): links from the public modules into the private
+// ones are meant.
+#![allow(rustdoc::private_intra_doc_links)]
+
+mod admin;
+mod admin_client;
 pub mod app;
-pub mod cache;
-pub mod chase;
+mod cache;
+mod chase;
 pub mod cli;
-pub mod commands;
+mod commands;
 pub mod config;
-pub mod health;
-pub mod inflight;
-pub mod logging;
-pub mod loop_guard;
-pub mod metrics;
-pub mod node_address;
-pub mod node_resolv;
-pub mod records;
-pub mod registries;
-pub mod reload;
-pub mod reply;
-pub mod request;
-pub mod resolve;
-pub mod server;
-pub mod snapshot;
-pub mod status;
-pub mod unmapped;
-pub mod upstream;
-pub mod wire;
+mod health;
+mod inflight;
+pub mod internals;
+mod logging;
+mod loop_guard;
+mod metrics;
+mod node_address;
+mod node_resolv;
+mod records;
+mod registries;
+mod reload;
+mod reply;
+mod request;
+mod resolve;
+mod server;
+mod snapshot;
+mod status;
+mod unmapped;
+mod upstream;
+mod wire;

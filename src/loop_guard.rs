@@ -23,7 +23,7 @@ use crate::upstream::UpstreamServer;
 use crate::wire::question_bytes;
 
 /// How often every upstream is probed again while a configuration runs.
-pub const PROBE_INTERVAL: Duration = Duration::from_secs(60);
+pub(crate) const PROBE_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Names of probes in flight and the upstream each went to.
 #[derive(Debug, Default)]

@@ -14,21 +14,21 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Status { admin, json }) => {
-            return helper(accel_dns::commands::status(admin, json));
+            return helper(accel_dns::app::status(admin, json));
         }
         Some(Command::Lookup { names }) => {
-            return helper(async move { accel_dns::commands::lookup(&names).await });
+            return helper(async move { accel_dns::app::lookup(&names).await });
         }
         Some(Command::NodeAddress { action }) => {
-            return helper(async move { accel_dns::node_address::run(action).await });
+            return helper(async move { accel_dns::app::node_address(action).await });
         }
         Some(Command::NodeResolv(args)) => {
-            return helper(accel_dns::node_resolv::run(args));
+            return helper(accel_dns::app::node_resolv(args));
         }
         // The bundles are built in: listing them reads no configuration, so it
         // works (and says the same) wherever the binary runs.
         Some(Command::Registries) => {
-            print!("{}", accel_dns::registries::render());
+            print!("{}", accel_dns::app::registries());
             return ExitCode::SUCCESS;
         }
         _ => {}
@@ -64,7 +64,7 @@ fn helper(work: impl Future<Output = anyhow::Result<()>>) -> ExitCode {
 }
 
 fn serve(config: config::Config, path: Option<std::path::PathBuf>, env: LoadEnv) -> ExitCode {
-    let log = accel_dns::logging::init(&config.log);
+    let log = accel_dns::app::init_logging(&config.log);
     accel_dns::app::raise_file_limit();
     run(
         tokio::runtime::Builder::new_multi_thread().enable_all(),

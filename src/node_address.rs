@@ -24,7 +24,7 @@ pub async fn run(action: NodeAddressAction) -> anyhow::Result<()> {
 mod imp {
     use super::NodeAddressAction;
 
-    pub async fn run(_action: NodeAddressAction) -> anyhow::Result<()> {
+    pub(super) async fn run(_action: NodeAddressAction) -> anyhow::Result<()> {
         anyhow::bail!("node-address needs Linux (rtnetlink)")
     }
 }
@@ -44,7 +44,7 @@ mod imp {
     /// The fallback device when the kernel has no dummy links.
     const LOOPBACK: &str = "lo";
 
-    pub async fn run(action: NodeAddressAction) -> anyhow::Result<()> {
+    pub(super) async fn run(action: NodeAddressAction) -> anyhow::Result<()> {
         let (connection, handle, _) =
             rtnetlink::new_connection().context("cannot open a netlink socket")?;
         let driver = tokio::spawn(connection);

@@ -25,15 +25,15 @@ use crate::admin_client;
 use crate::cli::NodeResolvArgs;
 
 /// The first characters of the line that marks a rewritten file.
-pub const MARKER_PREFIX: &str = "# accel-dns-node-setup:";
+pub(crate) const MARKER_PREFIX: &str = "# accel-dns-node-setup:";
 /// The options line of a rewritten file: a dead proxy costs one second.
-pub const PROXY_OPTIONS: &str = "options timeout:1 attempts:2";
+pub(crate) const PROXY_OPTIONS: &str = "options timeout:1 attempts:2";
 /// How long one `/readyz` may take.
 const READY_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// What a rewrite found besides the new text.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rewritten {
+pub(crate) struct Rewritten {
     /// The new contents.
     pub text: String,
     /// `options rotate` was dropped (it would send every other query past the proxy).
@@ -44,7 +44,7 @@ pub struct Rewritten {
 
 /// Why a rewrite is refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum RewriteError {
+pub(crate) enum RewriteError {
     /// Without a nameserver there is no fallback to keep.
     #[error(
         "no nameserver line: refusing, the VPC resolver must stay in it as the fallback (and accel-dns's \"system\" upstream reads it)"
@@ -73,7 +73,7 @@ fn join(lines: &[String]) -> String {
 /// The accel-dns version of resolv.conf `original`: `nameserver address`
 /// first, every other nameserver after it, `options timeout:1 attempts:2`
 /// (other options kept, `rotate` dropped).
-pub fn rewrite(original: &str, address: IpAddr) -> Result<Rewritten, RewriteError> {
+pub(crate) fn rewrite(original: &str, address: IpAddr) -> Result<Rewritten, RewriteError> {
     let addr = address.to_string();
     let mut out = vec![format!(
         "{MARKER_PREFIX} nameserver {addr} added first; undo: accel-dns-node-setup.sh uninstall"
@@ -136,7 +136,7 @@ pub fn rewrite(original: &str, address: IpAddr) -> Result<Rewritten, RewriteErro
 
 /// `text` without the lines an install added: the fallback original when
 /// the backup was lost.
-pub fn strip_ours(text: &str) -> String {
+pub(crate) fn strip_ours(text: &str) -> String {
     let previous = text.lines().find_map(marked_address).map(str::to_string);
     let kept: Vec<String> = text
         .lines()
@@ -180,7 +180,7 @@ fn refuse_symlink(path: &Path) -> anyhow::Result<()> {
 
 /// The resolv.conf this process manages and its backup.
 #[derive(Debug, Clone)]
-pub struct ResolvConf {
+pub(crate) struct ResolvConf {
     /// The file.
     pub path: PathBuf,
     /// Where its original is kept.
@@ -189,7 +189,7 @@ pub struct ResolvConf {
 
 impl ResolvConf {
     /// `path`, with its backup at `backup` or `PATH.accel-dns-orig`.
-    pub fn new(path: PathBuf, backup: Option<PathBuf>) -> Self {
+    pub(crate) fn new(path: PathBuf, backup: Option<PathBuf>) -> Self {
         let backup = backup.unwrap_or_else(|| {
             let mut name = path.clone().into_os_string();
             name.push(".accel-dns-orig");
@@ -199,7 +199,7 @@ impl ResolvConf {
     }
 
     /// Points the file at `address` first; returns whether it changed.
-    pub fn install(&self, address: IpAddr) -> anyhow::Result<bool> {
+    pub(crate) fn install(&self, address: IpAddr) -> anyhow::Result<bool> {
         refuse_symlink(&self.path)?;
         let current = std::fs::read_to_string(&self.path)
             .with_context(|| format!("cannot read {}", self.path.display()))?;
@@ -248,7 +248,7 @@ impl ResolvConf {
     }
 
     /// Restores the original; returns whether the file changed.
-    pub fn uninstall(&self) -> anyhow::Result<bool> {
+    pub(crate) fn uninstall(&self) -> anyhow::Result<bool> {
         refuse_symlink(&self.path)?;
         let current = std::fs::read_to_string(&self.path).ok();
         if let Ok(original) = std::fs::read_to_string(&self.backup) {

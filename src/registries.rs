@@ -72,7 +72,7 @@ pub struct NotMapped {
 /// Why the bundles file is invalid (only ever seen by the unit test, which
 /// guards the shipped file).
 #[derive(Debug, thiserror::Error)]
-pub enum BundleError {
+pub(crate) enum BundleError {
     /// Not valid TOML for the schema.
     #[error("registries.toml: {0}")]
     Toml(#[from] toml::de::Error),
@@ -124,12 +124,12 @@ pub fn bundles() -> &'static [Bundle] {
 }
 
 /// The bundle with this id.
-pub fn find(id: &str) -> Option<&'static Bundle> {
+pub(crate) fn find(id: &str) -> Option<&'static Bundle> {
     bundles().iter().find(|b| b.id == id)
 }
 
 /// The ids of every bundle, comma-separated (for error messages).
-pub fn known_ids() -> String {
+pub(crate) fn known_ids() -> String {
     bundles()
         .iter()
         .map(|b| b.id.as_str())
@@ -140,7 +140,7 @@ pub fn known_ids() -> String {
 /// Parses and checks a bundles file: valid names, a source and a date for
 /// every name, a concrete SNI below every wildcard, zones that cover every
 /// name, unique ids and names.
-pub fn parse(text: &str) -> Result<Vec<Bundle>, BundleError> {
+pub(crate) fn parse(text: &str) -> Result<Vec<Bundle>, BundleError> {
     let raw: RawFile = toml::from_str(text)?;
     let mut ids = BTreeSet::new();
     let mut out = Vec::with_capacity(raw.bundle.len());

@@ -34,11 +34,11 @@ use crate::resolve::Resolver;
 use crate::snapshot::{Shared, Snapshot};
 
 /// How often the files' metadata are compared.
-pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
+pub(crate) const POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// A reload waits until the watched files have been quiet this long.
-pub const DEBOUNCE: Duration = Duration::from_millis(100);
+pub(crate) const DEBOUNCE: Duration = Duration::from_millis(100);
 /// ... but never longer than this after the first change.
-pub const SETTLE_LIMIT: Duration = Duration::from_millis(500);
+pub(crate) const SETTLE_LIMIT: Duration = Duration::from_millis(500);
 
 /// Why a reload was asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,7 +50,7 @@ pub enum Trigger {
 }
 
 /// Owns the reload path.
-pub struct Reloader {
+pub(crate) struct Reloader {
     resolver: Arc<Resolver>,
     shared: Arc<Shared>,
     loops: Arc<LoopGuard>,
@@ -93,7 +93,7 @@ impl Reloader {
     /// A reloader for the configuration at `config_path` (`None`: built-in
     /// defaults, which still follow `resolv.conf`). Reads the watched files
     /// once (at start, before anything is served).
-    pub fn new(
+    pub(crate) fn new(
         resolver: Arc<Resolver>,
         shared: Arc<Shared>,
         loops: Arc<LoopGuard>,
@@ -129,7 +129,7 @@ impl Reloader {
     /// (the sender side is also given to the SIGHUP handler). The timers
     /// and the debounce run here; every step that reads files or builds a
     /// snapshot runs on the blocking pool.
-    pub async fn run(
+    pub(crate) async fn run(
         mut self,
         tx: mpsc::Sender<Trigger>,
         mut triggers: mpsc::Receiver<Trigger>,
@@ -220,7 +220,7 @@ impl Reloader {
     /// Loads, validates and swaps in the configuration; on error keeps the
     /// running one. Returns whether it was taken. Blocking: it reads and
     /// compiles every file, so it is called on the blocking pool.
-    pub fn reload(&mut self) -> bool {
+    pub(crate) fn reload(&mut self) -> bool {
         let loaded = match &self.config_path {
             Some(path) => config::load(path, &self.env),
             None => config::builtin(&self.env),
@@ -293,7 +293,7 @@ where
 /// Starts the background work of a snapshot (loop probes of its
 /// upstreams, the log of health-checked records stepping aside); it stops
 /// when the snapshot's token is cancelled.
-pub fn start_snapshot_tasks(
+pub(crate) fn start_snapshot_tasks(
     snapshot: &Arc<Snapshot>,
     loops: &Arc<LoopGuard>,
     health: &HealthRegistry,

@@ -14,7 +14,7 @@ use crate::wire::{self, ClientQuery};
 
 /// The answer a record gives `query` (an address record, or a CNAME record
 /// asked for its CNAME).
-pub fn record_answer(query: &ClientQuery, record: &CompiledRecord) -> Message {
+pub(crate) fn record_answer(query: &ClientQuery, record: &CompiledRecord) -> Message {
     let mut response = query.response(ResponseCode::NoError);
     match &record.answer {
         Answer::Cname(target) => {
@@ -34,7 +34,7 @@ pub fn record_answer(query: &ClientQuery, record: &CompiledRecord) -> Message {
 /// sent one. Nothing is allocated once `out` has grown to size. `false`
 /// (and `out` to be rewritten) when the answer does not fit the client's
 /// UDP buffer: [`encode_into`] then truncates it.
-pub fn write_record_answer(
+pub(crate) fn write_record_answer(
     query: &ClientQuery,
     question: &[u8],
     record: &CompiledRecord,
@@ -65,7 +65,7 @@ pub fn write_record_answer(
 }
 
 /// Adds the addresses of `record` for `query_type` under `owner`.
-pub fn add_addresses(
+pub(crate) fn add_addresses(
     response: &mut Message,
     owner: &Name,
     query_type: RecordType,
@@ -85,7 +85,7 @@ pub fn add_addresses(
 
 /// Encodes `message` for `transport` into `out`; `false` if it cannot be
 /// encoded at all.
-pub fn encode_into(message: &Message, transport: Transport, out: &mut Vec<u8>) -> bool {
+pub(crate) fn encode_into(message: &Message, transport: Transport, out: &mut Vec<u8>) -> bool {
     let udp_limit = transport
         .udp_limit()
         .map(|l| l.max(wire::CLASSIC_UDP_LIMIT));
@@ -100,7 +100,7 @@ pub fn encode_into(message: &Message, transport: Transport, out: &mut Vec<u8>) -
 }
 
 /// `message` for `transport` into `out`, or SERVFAIL if it cannot be encoded.
-pub fn encode_or_servfail(
+pub(crate) fn encode_or_servfail(
     message: &Message,
     query: &ClientQuery,
     transport: Transport,
@@ -112,7 +112,7 @@ pub fn encode_or_servfail(
 }
 
 /// An empty answer with `rcode` to `query` into `out`.
-pub fn error_answer(
+pub(crate) fn error_answer(
     query: &ClientQuery,
     rcode: ResponseCode,
     transport: Transport,
@@ -133,7 +133,7 @@ pub fn error_answer(
 /// regression test below). Such an answer goes without its question (QDCOUNT
 /// 0 is valid in an error answer), and without its OPT if even that is too
 /// long; it cannot be, as the query held both. `false`: nothing fits.
-pub fn unamplified(message: &Message, packet: &[u8], out: &mut Vec<u8>) -> bool {
+pub(crate) fn unamplified(message: &Message, packet: &[u8], out: &mut Vec<u8>) -> bool {
     let fits = |m: &Message| m.to_vec().ok().filter(|bytes| bytes.len() <= packet.len());
     let bytes = fits(message).or_else(|| {
         let mut bare = message.clone();
@@ -156,7 +156,7 @@ pub fn unamplified(message: &Message, packet: &[u8], out: &mut Vec<u8>) -> bool 
 /// Writes the answer to a forwarded miss of `key` into `out`, once its
 /// upstream resolution is over: the answer fetched; when there is none
 /// or it is SERVFAIL, the serve-stale rescue; else SERVFAIL.
-pub fn forwarded(
+pub(crate) fn forwarded(
     metrics: &Metrics,
     request: &Request,
     key: CacheKey,

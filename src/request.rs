@@ -247,4 +247,4 @@ impl Fetched {
 }
 
 /// The result of one upstream resolution, shared by its waiters.
-pub type FetchResult = Result<Arc<Fetched>, UpstreamError>;
+pub(crate) type FetchResult = Result<Arc<Fetched>, UpstreamError>;

@@ -29,9 +29,6 @@ use crate::request::{Failure, Handled, Pending, Request, Transport, Work};
 use crate::snapshot::Snapshot;
 use crate::wire::{self, Inbound, LowerName};
 
-pub use crate::chase::MAX_CNAME_CHAIN;
-pub use crate::inflight::{MAX_WAITERS, MAX_WAITERS_PER_NAME};
-
 /// The query path over the current snapshot.
 pub struct Resolver {
     snapshot: ArcSwap<Snapshot>,

@@ -33,7 +33,7 @@ use crate::wire::LowerName;
 /// Distinct names the report keeps (and logs) per process. A client can
 /// ask for any number of names below a watched zone; past this many, new
 /// names are counted only in the zone's metric, and one warning says so.
-pub const MAX_NAMES: usize = 1_000;
+pub(crate) const MAX_NAMES: usize = 1_000;
 
 /// One watched zone of a snapshot.
 #[derive(Debug)]

@@ -11,17 +11,17 @@ use std::cell::Cell;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
-use accel_dns::config::{LoadEnv, parse};
-use accel_dns::health::HealthRegistry;
-use accel_dns::loop_guard::LoopGuard;
-use accel_dns::metrics::{Metrics, Protocol};
-use accel_dns::request::Handled;
-use accel_dns::resolve::Resolver;
-use accel_dns::snapshot::{Shared, Snapshot};
-use accel_dns::wire::{self, Inbound, WireAnswer};
+use accel_dns::internals::loop_guard::LoopGuard;
+use accel_dns::internals::metrics::Protocol;
+use accel_dns::internals::request::Handled;
+use accel_dns::internals::resolve::Resolver;
+use accel_dns::internals::snapshot::Snapshot;
+use accel_dns::internals::wire::{self, Inbound, WireAnswer};
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{DNSClass, Name, RecordType};
-use tokio::sync::Semaphore;
+
+#[path = "support/engine.rs"]
+mod engine;
 
 /// Counts allocations (and reallocations) per thread.
 struct Counting;
@@ -104,18 +104,7 @@ struct Fixture {
 }
 
 fn fixture() -> Fixture {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let resolv_conf = dir.path().join("resolv.conf");
-    std::fs::write(&resolv_conf, "nameserver 127.0.0.1\n").expect("write");
-    let config = parse(CONFIG, None, &LoadEnv { resolv_conf }).expect("config");
-    let shared = Shared {
-        health: HealthRegistry::default(),
-        upstream_permits: Arc::new(Semaphore::new(16)),
-        metrics: Metrics::new(),
-        unmapped: Arc::default(),
-    };
-    let metrics = shared.metrics.clone();
-    let snapshot = Arc::new(Snapshot::build(config, None, &shared));
+    let (dir, snapshot, metrics) = engine::snapshot(CONFIG);
     let resolver = Resolver::new(snapshot.clone(), metrics, Arc::new(LoopGuard::default()));
     Fixture {
         _dir: dir,

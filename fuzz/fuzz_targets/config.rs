@@ -11,10 +11,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
 use accel_dns::config;
-use accel_dns::health::HealthRegistry;
-use accel_dns::metrics::Metrics;
-use accel_dns::snapshot::{Shared, Snapshot};
-use accel_dns::upstream::MAX_IN_FLIGHT;
+use accel_dns::internals::health::HealthRegistry;
+use accel_dns::internals::metrics::Metrics;
+use accel_dns::internals::snapshot::{Shared, Snapshot};
+use accel_dns::internals::upstream::MAX_IN_FLIGHT;
 use accel_dns_fuzz::{load_env, scratch_dir};
 use libfuzzer_sys::fuzz_target;
 

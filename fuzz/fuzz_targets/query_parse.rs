@@ -7,8 +7,8 @@
 //! must always give the full decode's verdict.
 #![no_main]
 
-use accel_dns::wire::parse_query;
-use accel_dns::wire::parsers::{Verdict, parse_full, parse_lean};
+use accel_dns::internals::wire::parse_query;
+use accel_dns::internals::wire::parsers::{Verdict, parse_full, parse_lean};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|packet: &[u8]| {

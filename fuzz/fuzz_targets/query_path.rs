@@ -6,7 +6,7 @@
 //! come back as `Handled::Pending` and are dropped: no network I/O.
 #![no_main]
 
-use accel_dns::request::Handled;
+use accel_dns::internals::request::Handled;
 use accel_dns_fuzz::{check_reply, fixture, split_query_input};
 use libfuzzer_sys::fuzz_target;
 
@@ -15,8 +15,8 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     // The classifier alone, as the listeners' first look sees it.
-    let _ = accel_dns::wire::parse_query(packet);
-    let _ = accel_dns::wire::packet_question(packet);
+    let _ = accel_dns::internals::wire::parse_query(packet);
+    let _ = accel_dns::internals::wire::packet_question(packet);
     let fixture = fixture();
     let allowed = fixture.snapshot.allows(client.ip());
     let mut reply = Vec::new();

@@ -14,9 +14,9 @@
 
 use std::time::Duration;
 
-use accel_dns::cache::{AnswerCache, Lookup, STALE_TTL};
+use accel_dns::internals::cache::{AnswerCache, Lookup, STALE_TTL};
 use accel_dns::config::CacheConfig;
-use accel_dns::wire::{self, ClientQuery, Inbound, TtlRule, WireAnswer};
+use accel_dns::internals::wire::{self, ClientQuery, Inbound, TtlRule, WireAnswer};
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
 use libfuzzer_sys::fuzz_target;
 

@@ -15,13 +15,13 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
 use accel_dns::config::{self, LoadEnv};
-use accel_dns::health::HealthRegistry;
-use accel_dns::loop_guard::LoopGuard;
-use accel_dns::metrics::{Metrics, Protocol};
-use accel_dns::resolve::Resolver;
-use accel_dns::snapshot::{Shared, Snapshot};
-use accel_dns::upstream::MAX_IN_FLIGHT;
-use accel_dns::wire::{self, WireAnswer};
+use accel_dns::internals::health::HealthRegistry;
+use accel_dns::internals::loop_guard::LoopGuard;
+use accel_dns::internals::metrics::{Metrics, Protocol};
+use accel_dns::internals::resolve::Resolver;
+use accel_dns::internals::snapshot::{Shared, Snapshot};
+use accel_dns::internals::upstream::MAX_IN_FLIGHT;
+use accel_dns::internals::wire::{self, WireAnswer};
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::{A, AAAA, CNAME, MX, SOA, TXT};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
@@ -614,6 +614,135 @@ mod seeds {
         out
     }
 
+    /// The `upstream_check` seeds: the `upstream_answer` seeds, and the
+    /// shapes the verdict must get right by hand — each record type it
+    /// checks, valid and broken, the hostile_upstreams garbage, pointers
+    /// forward, into themselves and across records, OPT options.
+    fn check_seeds() -> Vec<(String, Vec<u8>)> {
+        let mut out = upstream_seeds();
+        // A response header with `a.` A IN as the question (offsets 12..19).
+        let header = |an: u8, ns: u8, ar: u8| {
+            let mut h = vec![0x42, 0x42, 0x81, 0x80, 0, 1, 0, an, 0, ns, 0, ar];
+            h.extend_from_slice(&[1, b'a', 0, 0, 1, 0, 1]);
+            h
+        };
+        // One record owned by the question's name.
+        let record = |rtype: u16, rdata: &[u8]| {
+            let mut r = vec![0xC0, 12];
+            r.extend_from_slice(&rtype.to_be_bytes());
+            r.extend_from_slice(&[0, 1, 0, 0, 1, 44]);
+            r.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+            r.extend_from_slice(rdata);
+            r
+        };
+        let opt = |rdata: &[u8]| {
+            let mut r = vec![0, 0, 41, 4, 0xd0, 0, 0, 0, 0];
+            r.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+            r.extend_from_slice(rdata);
+            r
+        };
+        let answer = |rtype: u16, rdata: &[u8]| {
+            let mut m = header(1, 0, 1);
+            m.extend_from_slice(&record(rtype, rdata));
+            m.extend_from_slice(&opt(&[]));
+            m
+        };
+        let mut soa = vec![1, b'b', 0xC0, 12, 0xC0, 12];
+        soa.extend_from_slice(&[
+            0, 0, 0, 1, 0, 0, 14, 16, 0, 0, 2, 88, 0, 1, 81, 128, 0, 0, 1, 44,
+        ]);
+        let cases: Vec<(&str, u16, Vec<u8>)> = vec![
+            ("a", 1, vec![192, 0, 2, 1]),
+            ("a-rdlength-3", 1, vec![192, 0, 2]),
+            ("a-rdlength-0", 1, vec![]),
+            ("aaaa", 28, vec![0x20; 16]),
+            ("aaaa-rdlength-15", 28, vec![0x20; 15]),
+            ("cname", 5, vec![1, b'b', 0xC0, 12]),
+            ("cname-short", 5, vec![1, b'b', 0xC0]),
+            ("cname-trailing", 5, vec![1, b'b', 0, 9]),
+            ("cname-forward-pointer", 5, vec![0xC0, 40]),
+            ("cname-self-pointer", 5, vec![0xC0, 31]),
+            ("cname-label-0x40", 5, vec![0x40, 0]),
+            ("cname-label-0x80", 5, vec![0x80, 0]),
+            ("ns", 2, vec![2, b'n', b's', 0xC0, 12]),
+            ("ptr", 12, vec![4, b'h', b'o', b's', b't', 0]),
+            ("dname", 39, vec![1, b'd', 0xC0, 12]),
+            ("dname-garbage", 39, vec![0x80, 1, 2]),
+            ("mx", 15, vec![0, 10, 0xC0, 12]),
+            ("mx-no-name", 15, vec![0, 10]),
+            ("srv", 33, vec![0, 1, 0, 2, 0, 53, 0xC0, 12]),
+            ("soa", 6, soa.clone()),
+            ("soa-short", 6, soa[..soa.len() - 2].to_vec()),
+            ("txt", 16, vec![2, b'h', b'i', 0, 1, b'x']),
+            ("txt-overrun", 16, vec![2, b'h', b'i', 4, b'x']),
+            ("txt-empty", 16, vec![]),
+            ("rrsig", 46, vec![0, 1, 8, 2, 0, 0, 1, 44]),
+            ("https", 65, vec![0, 1, 0]),
+            ("any-as-data", 255, vec![1]),
+        ];
+        for (label, rtype, rdata) in cases {
+            out.push((format!("check-{label}"), answer(rtype, &rdata)));
+        }
+        // OPT options: none, a cookie, a subnet, cut, too long, half a code.
+        for (label, rdata) in [
+            ("cookie", vec![0, 10, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8]),
+            ("subnet", vec![0, 8, 0, 7, 0, 1, 24, 0, 192, 0, 2]),
+            ("nsid", vec![0, 3, 0, 0]),
+            ("cut", vec![0, 10, 0, 4, 1, 2]),
+            ("too-long", vec![0, 10, 0, 9, 1]),
+            ("half-code", vec![0]),
+        ] {
+            let mut m = header(0, 0, 1);
+            m.extend_from_slice(&opt(&rdata));
+            out.push((format!("check-opt-{label}"), m));
+        }
+        let mut two_opts = header(0, 0, 2);
+        two_opts.extend_from_slice(&opt(&[]));
+        two_opts.extend_from_slice(&opt(&[]));
+        out.push(("check-two-opts".into(), two_opts));
+        let mut opt_in_answer = header(1, 0, 0);
+        opt_in_answer.extend_from_slice(&opt(&[]));
+        out.push(("check-opt-in-answer".into(), opt_in_answer));
+        let mut owned_opt = header(0, 0, 1);
+        owned_opt.extend_from_slice(&record(41, &[]));
+        out.push(("check-opt-owned".into(), owned_opt));
+        // Pointers across records: backwards (valid), and a piece pointed
+        // to that runs on into the piece pointing to it.
+        let mut chain = header(2, 0, 0);
+        chain.extend_from_slice(&record(5, &[1, b'b', 0xC0, 12]));
+        chain.extend_from_slice(&record(5, &[1, b'c', 0xC0, 31]));
+        out.push(("check-pointer-chain".into(), chain));
+        let mut overlap = header(2, 0, 0);
+        overlap.extend_from_slice(&record(1, &[192, 0, 1, b'z']));
+        overlap.extend_from_slice(&[1, b'c', 0xC0, 33, 0, 1, 0, 1, 0, 0, 1, 44, 0, 4, 1, 2, 3, 4]);
+        out.push(("check-pointer-overlap".into(), overlap));
+        // The longest name, and one byte longer.
+        let mut longest: Vec<u8> = (0..127).flat_map(|_| [1, b'x']).collect();
+        longest.push(0);
+        out.push(("check-name-255".into(), answer(5, &longest)));
+        longest.insert(1, b'x');
+        longest[0] = 2;
+        out.push(("check-name-256".into(), answer(5, &longest)));
+        // hostile_upstreams' garbage: short, header only, noise, cut, lying.
+        let good = answer(1, &[192, 0, 2, 1]);
+        out.push(("check-eleven-bytes".into(), good[..11].to_vec()));
+        out.push(("check-header-only".into(), good[..12].to_vec()));
+        let mut noise = good[..19].to_vec();
+        noise.extend((0..200u32).map(|i| (i * 7919 % 251) as u8));
+        out.push(("check-noise".into(), noise));
+        out.push(("check-cut".into(), good[..good.len() - 15].to_vec()));
+        let mut lying = good.clone();
+        lying[7] = 2;
+        out.push(("check-ancount-too-many".into(), lying));
+        let mut trailing = good.clone();
+        trailing.extend_from_slice(&[0xff; 5]);
+        out.push(("check-trailing-bytes".into(), trailing));
+        let mut update = good;
+        update[2] = 0xA8;
+        out.push(("check-update".into(), update));
+        out
+    }
+
     fn config_seeds() -> Vec<(String, Vec<u8>)> {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         let mut out = vec![
@@ -657,6 +786,7 @@ mod seeds {
             ("query_path", query_seeds()),
             ("query_parse", query_packets()),
             ("upstream_answer", upstream_seeds()),
+            ("upstream_check", check_seeds()),
             ("config", config_seeds()),
         ] {
             for (label, data) in seeds {

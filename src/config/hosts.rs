@@ -20,7 +20,7 @@ pub struct HostsEntry {
 }
 
 /// Reads one hosts file and merges its names into `into`.
-pub fn load_hosts_file(
+pub(super) fn load_hosts_file(
     path: &Path,
     into: &mut BTreeMap<LowerName, HostsEntry>,
 ) -> Result<(), ConfigError> {
@@ -32,7 +32,7 @@ pub fn load_hosts_file(
 }
 
 /// Parses hosts-file text; `path` is only used in errors.
-pub fn parse_hosts(
+pub(super) fn parse_hosts(
     path: &Path,
     text: &str,
     into: &mut BTreeMap<LowerName, HostsEntry>,

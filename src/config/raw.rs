@@ -19,7 +19,7 @@ use super::types::{DomainName, RecordName, UpstreamSpec};
 /// The whole file.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct RawConfig {
+pub(super) struct RawConfig {
     /// `[server]`
     pub server: RawServer,
     /// `[upstream]`
@@ -39,7 +39,7 @@ pub struct RawConfig {
 /// `[server]`
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct RawServer {
+pub(super) struct RawServer {
     /// Addresses served over UDP and TCP.
     pub listen: Spanned<Vec<std::net::SocketAddr>>,
     /// Networks allowed to query.
@@ -70,7 +70,7 @@ impl Default for RawServer {
 /// `[upstream]`
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct RawUpstream {
+pub(super) struct RawUpstream {
     /// Upstream resolvers in order, or `system`.
     pub servers: Spanned<Vec<UpstreamSpec>>,
     /// Budget of one query, all attempts together.
@@ -89,7 +89,7 @@ impl Default for RawUpstream {
 /// `[cache]`
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct RawCache {
+pub(super) struct RawCache {
     /// Most entries held; 0 turns the cache off.
     pub max_entries: u64,
     /// Lower bound of a positive TTL.
@@ -117,7 +117,7 @@ impl Default for RawCache {
 /// `[admin]`
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct RawAdmin {
+pub(super) struct RawAdmin {
     /// HTTP address, or empty to turn the admin endpoint off.
     pub listen: Spanned<String>,
 }
@@ -133,7 +133,7 @@ impl Default for RawAdmin {
 /// `[log]`
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct RawLog {
+pub(super) struct RawLog {
     /// A `tracing` filter such as `info` or `accel_dns=debug`.
     pub level: Spanned<String>,
     /// Text or JSON lines.
@@ -155,7 +155,7 @@ impl Default for RawLog {
 /// `[records]`
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct RawRecords {
+pub(super) struct RawRecords {
     /// Default TTL of the answers made from records.
     pub ttl: u32,
     /// Files in `/etc/hosts` format.
@@ -177,7 +177,7 @@ impl Default for RawRecords {
 /// One `[[record]]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawRecord {
+pub(super) struct RawRecord {
     /// Exact name or `*.` wildcard; exactly one of `name` and `registry`.
     pub name: Option<RecordName>,
     /// A built-in bundle (README "Unmapped names"): one record per name of the bundle.
@@ -203,7 +203,7 @@ pub struct RawRecord {
 /// `health_check = { ... }` of a record.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawHealthCheck {
+pub(super) struct RawHealthCheck {
     /// TCP port probed on every address.
     pub port: u16,
     /// Time between probes.
@@ -230,7 +230,7 @@ pub struct RawHealthCheck {
 
 /// `tls = true | false | "NAME"` of a health check.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TlsValue {
+pub(super) enum TlsValue {
     /// `true` or `false`.
     Enabled(bool),
     /// The server name to send as SNI and to verify the certificate for.
@@ -275,7 +275,7 @@ fn default_rise() -> u32 {
 
 /// A duration written as `"1500ms"`, `"2s"`, `"5m"`, `"1d"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DurationValue(pub Duration);
+pub(super) struct DurationValue(pub Duration);
 
 impl<'de> Deserialize<'de> for DurationValue {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {

@@ -28,7 +28,6 @@ use tokio::sync::watch;
 
 use crate::config::HealthCheckConfig;
 use probe::Probe;
-pub use probe::ProbeError;
 
 /// Resolves a CNAME record's target for its health check, the way a client
 /// of this server would get it: through the records, the cache and

@@ -33,7 +33,7 @@ const AGENT: &str = concat!("accel-dns/", env!("CARGO_PKG_VERSION"), " health-ch
 
 /// Why a probe failed.
 #[derive(Debug, thiserror::Error)]
-pub enum ProbeError {
+pub(super) enum ProbeError {
     /// The whole probe ran out of its `timeout`.
     #[error("no answer within the timeout")]
     Timeout,

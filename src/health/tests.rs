@@ -11,6 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 
+use super::probe::ProbeError;
 use super::*;
 use crate::config::{CaBundle, HttpCheck, TlsCheck};
 

@@ -11,7 +11,7 @@
 mod bind;
 mod tcp;
 mod udp;
-pub mod udp_batch;
+pub(crate) mod udp_batch;
 
 use std::io;
 use std::sync::Arc;
@@ -22,13 +22,13 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use bind::Listeners;
+pub(crate) use bind::Listeners;
 
 use crate::resolve::Resolver;
 
 /// Serves until `shutdown` fires, then drains for at most `drain`: queries
 /// in flight are tracked by `tasks`.
-pub async fn serve(
+pub(crate) async fn serve(
     listeners: Listeners,
     resolver: Arc<Resolver>,
     shutdown: CancellationToken,

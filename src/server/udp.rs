@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nohash_hasher::BuildNoHashHasher;
-use socket2::SockRef;
+use socket2::{SockAddr, SockRef};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
@@ -60,6 +60,8 @@ struct Worker {
     replies: Vec<(Vec<u8>, SocketAddr)>,
     /// Answer buffers, reused from one pass to the next.
     spare: Vec<Vec<u8>>,
+    /// The clients' addresses of a `sendmmsg` (reused).
+    addresses: Vec<SockAddr>,
     /// The question of the miss being placed (reused).
     question: Vec<u8>,
 }
@@ -84,6 +86,7 @@ pub(super) async fn udp_loop(
         completed: Vec::new(),
         replies: Vec::with_capacity(BATCH),
         spare: Vec::with_capacity(BATCH),
+        addresses: Vec::with_capacity(BATCH),
         question: Vec::with_capacity(260),
     };
     let mut batch = RecvBatch::new();
@@ -325,9 +328,10 @@ impl Worker {
         }
         let socket = &self.socket;
         let replies = &self.replies;
+        let addresses = &mut self.addresses;
         let sent = socket
             .try_io(Interest::WRITABLE, || {
-                match send_batch(socket.as_ref(), replies) {
+                match send_batch(socket.as_ref(), replies, addresses) {
                     Ok(0) => Err(io::ErrorKind::WouldBlock.into()),
                     other => other,
                 }

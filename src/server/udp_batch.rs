@@ -11,12 +11,12 @@ use std::os::fd::AsRawFd;
 use socket2::{SockAddr, SockAddrStorage};
 
 /// Datagrams taken or sent per system call.
-pub const BATCH: usize = 32;
+pub(crate) const BATCH: usize = 32;
 /// Largest query read; a longer datagram is cut (and then does not parse).
-pub const DATAGRAM: usize = 4096;
+pub(crate) const DATAGRAM: usize = 4096;
 
 /// Receive buffers for one socket, reused for every batch.
-pub struct RecvBatch {
+pub(crate) struct RecvBatch {
     buffers: Vec<Box<[u8; DATAGRAM]>>,
     addrs: Vec<SockAddrStorage>,
     lens: Vec<usize>,
@@ -32,7 +32,7 @@ impl Default for RecvBatch {
 
 impl RecvBatch {
     /// Buffers for [`BATCH`] datagrams.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             buffers: (0..BATCH).map(|_| Box::new([0u8; DATAGRAM])).collect(),
             addrs: (0..BATCH).map(|_| SockAddrStorage::zeroed()).collect(),
@@ -44,7 +44,7 @@ impl RecvBatch {
 
     /// Takes what is queued on `socket` (non-blocking): the number of
     /// datagrams, or `WouldBlock` when there are none.
-    pub fn recv(&mut self, socket: &impl AsRawFd) -> io::Result<usize> {
+    pub(crate) fn recv(&mut self, socket: &impl AsRawFd) -> io::Result<usize> {
         let mut iovecs: [libc::iovec; BATCH] = [libc::iovec {
             iov_base: std::ptr::null_mut(),
             iov_len: 0,
@@ -85,7 +85,7 @@ impl RecvBatch {
 
     /// Datagram `index` of the last batch and its source, if the source is
     /// an IP address.
-    pub fn get(&self, index: usize) -> Option<(&[u8], SocketAddr)> {
+    pub(crate) fn get(&self, index: usize) -> Option<(&[u8], SocketAddr)> {
         if index >= self.count {
             return None;
         }
@@ -100,28 +100,32 @@ impl RecvBatch {
 }
 
 /// Sends `answers` with as few `sendmmsg` calls as the socket takes without
-/// blocking; returns how many were sent (the rest would block).
-pub fn send_batch(socket: &impl AsRawFd, answers: &[(Vec<u8>, SocketAddr)]) -> io::Result<usize> {
+/// blocking; returns how many were sent (the rest would block). `addrs` is
+/// scratch space the caller keeps from one call to the next, so that a send
+/// allocates nothing.
+pub(crate) fn send_batch(
+    socket: &impl AsRawFd,
+    answers: &[(Vec<u8>, SocketAddr)],
+    addrs: &mut Vec<SockAddr>,
+) -> io::Result<usize> {
     let mut sent = 0;
     while sent < answers.len() {
         let chunk = &answers[sent..answers.len().min(sent + BATCH)];
-        let addrs: Vec<SockAddr> = chunk.iter().map(|(_, to)| SockAddr::from(*to)).collect();
-        let mut iovecs: Vec<libc::iovec> = chunk
-            .iter()
-            .map(|(bytes, _)| libc::iovec {
-                iov_base: bytes.as_ptr().cast_mut().cast(),
-                iov_len: bytes.len(),
-            })
-            .collect();
+        addrs.clear();
+        addrs.extend(chunk.iter().map(|(_, to)| SockAddr::from(*to)));
+        let mut iovecs: [libc::iovec; BATCH] = [libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        }; BATCH];
         // SAFETY: mmsghdr is plain old data; all zeroes is a valid value.
-        let mut headers: Vec<libc::mmsghdr> = (0..chunk.len())
-            .map(|_| unsafe { std::mem::zeroed() })
-            .collect();
-        for (i, header) in headers.iter_mut().enumerate() {
-            header.msg_hdr.msg_name = addrs[i].as_ptr().cast_mut().cast();
-            header.msg_hdr.msg_namelen = addrs[i].len();
-            header.msg_hdr.msg_iov = std::ptr::from_mut(&mut iovecs[i]);
-            header.msg_hdr.msg_iovlen = 1;
+        let mut headers: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+        for (i, (bytes, _)) in chunk.iter().enumerate() {
+            iovecs[i].iov_base = bytes.as_ptr().cast_mut().cast();
+            iovecs[i].iov_len = bytes.len();
+            headers[i].msg_hdr.msg_name = addrs[i].as_ptr().cast_mut().cast();
+            headers[i].msg_hdr.msg_namelen = addrs[i].len();
+            headers[i].msg_hdr.msg_iov = std::ptr::from_mut(&mut iovecs[i]);
+            headers[i].msg_hdr.msg_iovlen = 1;
         }
         // SAFETY: the headers point into `addrs`, `iovecs` and the answers,
         // all alive for the call; the kernel only reads them.
@@ -129,7 +133,7 @@ pub fn send_batch(socket: &impl AsRawFd, answers: &[(Vec<u8>, SocketAddr)]) -> i
             libc::sendmmsg(
                 socket.as_raw_fd(),
                 headers.as_mut_ptr(),
-                headers.len() as libc::c_uint,
+                chunk.len() as libc::c_uint,
                 libc::MSG_DONTWAIT,
             )
         };
@@ -185,7 +189,10 @@ mod tests {
                 Err(e) => panic!("{e}"),
             }
         }
-        assert_eq!(send_batch(&server, &answers).expect("send"), 5);
+        assert_eq!(
+            send_batch(&server, &answers, &mut Vec::new()).expect("send"),
+            5
+        );
         client
             .set_read_timeout(Some(std::time::Duration::from_secs(5)))
             .expect("timeout");

@@ -42,7 +42,7 @@ use crate::wire::{
 
 /// How often the deadlines of the queries in flight are looked at: a query
 /// moves on to the next server at most this late.
-pub const SWEEP_EVERY: Duration = Duration::from_millis(5);
+pub(crate) const SWEEP_EVERY: Duration = Duration::from_millis(5);
 
 /// An upstream query that is over: its answer (or why there is none) and
 /// the clients that waited on it.
@@ -155,11 +155,6 @@ impl<W> PendingTable<W> {
         self.flights.is_empty()
     }
 
-    /// Queries in flight.
-    pub fn len(&self) -> usize {
-        self.flights.len()
-    }
-
     /// Sends a new query for `question` (`QNAME QTYPE QCLASS`, wire form)
     /// with `waiter` as its first client; returns its place in the table, or
     /// the waiter and the reason when the in-flight bound is reached or no
@@ -210,7 +205,7 @@ impl<W> PendingTable<W> {
 
     /// Adds `waiter` to the flight `id` if it is still in flight; gives it
     /// back if not.
-    pub fn join(&mut self, id: FlightId, waiter: W) -> Result<(), W> {
+    pub(crate) fn join(&mut self, id: FlightId, waiter: W) -> Result<(), W> {
         match self.flights.get_mut(id.index) {
             Some(flight) if flight.ticket == id.ticket => {
                 flight.waiters.push(waiter);
@@ -294,7 +289,7 @@ impl<W> PendingTable<W> {
 
     /// Closes the idle sockets towards upstreams that are not in `pool`
     /// (removed by a reload).
-    pub fn forget_upstreams_not_in(&mut self, pool: &UpstreamPool) {
+    pub(crate) fn forget_upstreams_not_in(&mut self, pool: &UpstreamPool) {
         let kept: Vec<SocketAddr> = pool.servers.iter().map(|s| s.addr).collect();
         let gone: Vec<SocketAddr> = self
             .active
@@ -313,7 +308,7 @@ impl<W> PendingTable<W> {
     }
 
     /// Settles a TCP retry reported by its task.
-    pub fn tcp_retried(&mut self, retried: TcpRetried, done: &mut Vec<Completed<W>>) {
+    pub(crate) fn tcp_retried(&mut self, retried: TcpRetried, done: &mut Vec<Completed<W>>) {
         let TcpRetried {
             flight,
             ticket,
@@ -641,14 +636,6 @@ impl<W> PendingTable<W> {
             result,
             waiters: flight.waiters,
         });
-    }
-
-    /// Ends every query in flight with `error` (the worker is going away).
-    pub fn abandon(&mut self, error: UpstreamError, done: &mut Vec<Completed<W>>) {
-        let all: Vec<usize> = self.flights.iter().map(|(index, _)| index).collect();
-        for index in all {
-            self.complete(index, Err(error), done);
-        }
     }
 }
 

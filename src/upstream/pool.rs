@@ -40,11 +40,11 @@ pub(crate) const RECEIVE_BUFFER: usize = 4096;
 pub const ROTATE_AFTER_QUERIES: u32 = 256;
 /// Age at which a socket is replaced at its next use, however few queries it
 /// carried: well under the time a side-channel scan of the port range takes.
-pub const ROTATE_AFTER: Duration = Duration::from_secs(10);
+pub(crate) const ROTATE_AFTER: Duration = Duration::from_secs(10);
 
 /// Why an exchange over the pool failed.
 #[derive(Debug, thiserror::Error)]
-pub enum PoolError {
+pub(crate) enum PoolError {
     /// No matching answer before the deadline.
     #[error("timed out")]
     Timeout,
@@ -88,7 +88,7 @@ impl Drop for PooledSocket {
 }
 
 /// The sockets towards one upstream, opened on first use.
-pub struct UdpPool {
+pub(crate) struct UdpPool {
     upstream: SocketAddr,
     /// One slot per socket; a rotation swaps in a fresh socket.
     sockets: OnceLock<Vec<ArcSwap<PooledSocket>>>,
@@ -106,7 +106,7 @@ impl std::fmt::Debug for UdpPool {
 
 impl UdpPool {
     /// A pool towards `upstream`; no socket is opened yet.
-    pub fn new(upstream: SocketAddr) -> Self {
+    pub(crate) fn new(upstream: SocketAddr) -> Self {
         Self::with_rotation(upstream, ROTATE_AFTER_QUERIES, ROTATE_AFTER)
     }
 
@@ -165,7 +165,7 @@ impl UdpPool {
     /// Sends a query for `question` (`QNAME QTYPE QCLASS`, wire form) and
     /// waits until `deadline` for the answer with its ID and question;
     /// returns the answer's bytes.
-    pub async fn exchange(
+    pub(crate) async fn exchange(
         &self,
         question: &[u8],
         dnssec_ok: bool,
@@ -314,6 +314,8 @@ async fn read_answers(socket: Arc<UdpSocket>, waiters: Arc<Waiters>) {
 
 #[cfg(test)]
 mod tests {
+    use futures_util::StreamExt;
+
     use super::*;
 
     fn waiter(ticket: u64) -> (Waiter, oneshot::Receiver<Delivery>) {
@@ -412,7 +414,13 @@ mod tests {
             );
         }
         // In parallel: sockets are retired while queries still wait on them.
-        let answers = futures_util::future::join_all((100..400).map(|i| ask(&pool, i))).await;
+        // At most 64 at a time: 300 datagrams sent at once overflow the echo
+        // upstream's receive buffer when the machine is loaded, and a query
+        // the kernel dropped is not what this test is about.
+        let answers: Vec<_> = futures_util::stream::iter((100..400).map(|i| ask(&pool, i)))
+            .buffer_unordered(64)
+            .collect()
+            .await;
         let lost = answers.iter().filter(|a| a.is_err()).count();
         assert_eq!(lost, 0, "every query answered across the rotations");
         let used = distinct(&ports);

@@ -258,7 +258,7 @@ fn push_opt(out: &mut Vec<u8>, dnssec_ok: bool) {
 /// has grown): the client's ID, RD and CD, QR and RA set, rcode NOERROR,
 /// the question as the client sent it, then each record with its owner a
 /// compression pointer to the question's name (RFC 1035 §4.1.4), class IN.
-pub struct AnswerWriter<'a> {
+pub(crate) struct AnswerWriter<'a> {
     out: &'a mut Vec<u8>,
     answers: u16,
     dnssec_ok: Option<bool>,
@@ -270,7 +270,7 @@ const POINTER_TO_QUESTION: [u8; 2] = [0xc0, 0x0c];
 impl<'a> AnswerWriter<'a> {
     /// Starts the answer to `query`, whose question's bytes (`QNAME QTYPE
     /// QCLASS`, the name without compression) are `question`.
-    pub fn start(query: &ClientQuery, question: &[u8], out: &'a mut Vec<u8>) -> Self {
+    pub(crate) fn start(query: &ClientQuery, question: &[u8], out: &'a mut Vec<u8>) -> Self {
         out.clear();
         out.extend_from_slice(&query.id.to_be_bytes());
         // QR, opcode QUERY, RD as asked; RA, CD as asked, NOERROR.
@@ -287,17 +287,17 @@ impl<'a> AnswerWriter<'a> {
     }
 
     /// Adds an A record.
-    pub fn a(&mut self, ttl: u32, ip: Ipv4Addr) {
+    pub(crate) fn a(&mut self, ttl: u32, ip: Ipv4Addr) {
         self.record(RecordType::A, ttl, &ip.octets());
     }
 
     /// Adds an AAAA record.
-    pub fn aaaa(&mut self, ttl: u32, ip: Ipv6Addr) {
+    pub(crate) fn aaaa(&mut self, ttl: u32, ip: Ipv6Addr) {
         self.record(RecordType::AAAA, ttl, &ip.octets());
     }
 
     /// Adds a CNAME record to `target` (written without compression).
-    pub fn cname(&mut self, ttl: u32, target: &Name) {
+    pub(crate) fn cname(&mut self, ttl: u32, target: &Name) {
         let rdata_at = self.header(RecordType::CNAME, ttl);
         for label in target.iter() {
             // A parsed name's labels are at most 63 bytes.
@@ -311,7 +311,7 @@ impl<'a> AnswerWriter<'a> {
     /// Ends the answer (ANCOUNT, the OPT when the client sent one);
     /// `false` when it is larger than `udp_limit`, which then is the
     /// caller's to truncate.
-    pub fn finish(self, udp_limit: Option<usize>) -> bool {
+    pub(crate) fn finish(self, udp_limit: Option<usize>) -> bool {
         if let Some(count) = self.out.get_mut(6..8) {
             count.copy_from_slice(&self.answers.to_be_bytes());
         }

@@ -19,29 +19,31 @@ mod query;
 mod upstream;
 mod walk;
 
-pub use answer::{AnswerFacts, AnswerWriter, TtlRule, WireAnswer, WireError};
+pub(crate) use answer::{AnswerFacts, AnswerWriter};
+pub use answer::{TtlRule, WireAnswer};
 pub use check::{Check, rdata_verdict};
-pub use query::{ClientEdns, ClientQuery, Inbound, packet_question, parse_query, server_edns};
-pub use upstream::{
-    encode_upstream_query, encode_upstream_query_into, header_and_question, is_answer_to,
-};
+#[cfg(test)]
+pub(crate) use query::server_edns;
+pub use query::{ClientQuery, Inbound, packet_question, parse_query};
+pub use upstream::{encode_upstream_query, is_answer_to};
+pub(crate) use upstream::{encode_upstream_query_into, header_and_question};
 
 /// The two client-query parsers side by side, for the differential fuzz
 /// target `query_parse` and the `query_parse` bench: [`parse_query`] is the
 /// lean one with the full decode as its fallback.
-pub mod parsers {
+pub(crate) mod parsers {
     pub use super::query::{Verdict, parse_full, parse_lean};
 }
 
 /// The EDNS buffer size this server announces and uses towards upstreams.
-pub const EDNS_PAYLOAD: u16 = 1232;
+pub(crate) const EDNS_PAYLOAD: u16 = 1232;
 /// The UDP answer limit for a client without EDNS.
 pub const CLASSIC_UDP_LIMIT: usize = 512;
 
 /// Encodes `message`; over UDP, an answer larger than `limit` is replaced by
 /// the same header and question with TC set and no records (README "How a query is answered", size).
 /// `None` only if the message cannot be encoded at all.
-pub fn encode_for(message: &Message, udp_limit: Option<usize>) -> Option<Vec<u8>> {
+pub(crate) fn encode_for(message: &Message, udp_limit: Option<usize>) -> Option<Vec<u8>> {
     let bytes = message.to_vec().ok()?;
     match udp_limit {
         Some(limit) if bytes.len() > limit => message.truncate().to_vec().ok(),
@@ -55,18 +57,18 @@ pub fn address_record_a(name: &Name, ttl: u32, ip: Ipv4Addr) -> Record {
 }
 
 /// An AAAA record of this server's own.
-pub fn address_record_aaaa(name: &Name, ttl: u32, ip: Ipv6Addr) -> Record {
+pub(crate) fn address_record_aaaa(name: &Name, ttl: u32, ip: Ipv6Addr) -> Record {
     Record::from_rdata(name.clone(), ttl, RData::AAAA(AAAA(ip)))
 }
 
 /// A CNAME record of this server's own.
-pub fn cname_record(name: &Name, ttl: u32, target: &Name) -> Record {
+pub(crate) fn cname_record(name: &Name, ttl: u32, target: &Name) -> Record {
     Record::from_rdata(name.clone(), ttl, RData::CNAME(CNAME(target.clone())))
 }
 
 /// The lower-cased wire form of a name: the cache's key, without allocation
 /// beyond the one buffer.
-pub fn name_key(name: &Name) -> Box<[u8]> {
+pub(crate) fn name_key(name: &Name) -> Box<[u8]> {
     let mut out = Vec::with_capacity(name.len() + 2);
     for label in name.iter() {
         out.push(label.len() as u8);
@@ -85,7 +87,7 @@ pub fn question_bytes(name: &Name, query_type: RecordType, class: DNSClass) -> B
 }
 
 /// Longest question: a name of 255 bytes (RFC 1035 §2.3.4), QTYPE, QCLASS.
-pub const MAX_QUESTION: usize = 255 + 4;
+pub(crate) const MAX_QUESTION: usize = 255 + 4;
 
 /// A question's bytes (`QNAME QTYPE QCLASS`) held inline, so that a query
 /// in flight carries its question without an allocation; copied by value.

@@ -84,7 +84,7 @@ impl ClientQuery {
 }
 
 /// The OPT this server puts in its answers.
-pub fn server_edns(dnssec_ok: bool) -> Edns {
+pub(crate) fn server_edns(dnssec_ok: bool) -> Edns {
     let mut edns = Edns::new();
     edns.set_max_payload(EDNS_PAYLOAD);
     edns.set_version(0);

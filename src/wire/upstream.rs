@@ -19,7 +19,12 @@ pub fn encode_upstream_query(id: u16, question: &[u8], dnssec_ok: bool) -> Vec<u
 
 /// [`encode_upstream_query`] into `out` (cleared first): a buffer reused
 /// from one query to the next.
-pub fn encode_upstream_query_into(out: &mut Vec<u8>, id: u16, question: &[u8], dnssec_ok: bool) {
+pub(crate) fn encode_upstream_query_into(
+    out: &mut Vec<u8>,
+    id: u16,
+    question: &[u8],
+    dnssec_ok: bool,
+) {
     out.clear();
     out.extend_from_slice(&id.to_be_bytes());
     // RD; AD asks a validating upstream to say what it validated (RFC 6840 §5.7).
@@ -44,7 +49,7 @@ pub fn is_answer_to(answer: &[u8], id: u16, question: &[u8]) -> bool {
 
 /// The header and question of an encoded answer with TC set and no
 /// records: what is sent when the answer cannot be sent whole.
-pub fn header_and_question(answer: &[u8]) -> Option<Vec<u8>> {
+pub(crate) fn header_and_question(answer: &[u8]) -> Option<Vec<u8>> {
     let end = walk::question_end(answer)?;
     let mut out = answer[..end].to_vec();
     out[2] |= 0x02;

@@ -43,7 +43,7 @@ pub(crate) struct Walked {
 
 impl Walked {
     /// Where the record ends (the next one starts).
-    pub fn end(&self) -> usize {
+    pub(super) fn end(&self) -> usize {
         self.rdata.end
     }
 }
@@ -125,7 +125,7 @@ pub(crate) struct Records<'a> {
 impl<'a> Records<'a> {
     /// Starts after the question of `bytes`; `None` unless QDCOUNT is 1 and
     /// the question lies within the message.
-    pub fn new(bytes: &'a [u8]) -> Option<Self> {
+    pub(super) fn new(bytes: &'a [u8]) -> Option<Self> {
         let [questions, answers, authorities, additionals] = counts(bytes)?;
         if questions != 1 {
             return None;
@@ -144,17 +144,17 @@ impl<'a> Records<'a> {
     }
 
     /// Where the question ends (the first record starts).
-    pub fn question_end(&self) -> usize {
+    pub(super) fn question_end(&self) -> usize {
         self.question_end
     }
 
     /// How many records the header announces.
-    pub fn total(&self) -> usize {
+    pub(super) fn total(&self) -> usize {
         self.total
     }
 
     /// Where the walk stands: after the last record yielded.
-    pub fn position(&self) -> usize {
+    pub(super) fn position(&self) -> usize {
         self.at
     }
 

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use accel_dns::metrics::{
+use accel_dns::internals::metrics::{
     BUILD_INFO, CACHE_ENTRIES, ENDPOINT_UP, LAST_RELOAD_SUCCESS, LAST_RELOAD_TIMESTAMP,
     QUERIES_TOTAL, READY, RECORD_HITS, RECORD_UP, RELOADS_TOTAL, UPSTREAM_DURATION,
     UPSTREAM_ERRORS,
@@ -425,7 +425,7 @@ async fn reload_counters_move() {
     let reloader = server.server.as_ref().expect("running").reload.clone();
     let start_stamp = server.metric(LAST_RELOAD_TIMESTAMP).await.expect("stamp");
     reloader
-        .send(accel_dns::reload::Trigger::Forced)
+        .send(accel_dns::internals::reload::Trigger::Forced)
         .await
         .expect("send");
     wait_until("reloads_total{ok} = 1", || async {

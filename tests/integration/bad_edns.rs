@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use accel_dns::metrics::QUERIES_TOTAL;
+use accel_dns::internals::metrics::QUERIES_TOTAL;
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::RecordType;
 

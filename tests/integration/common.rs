@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use accel_dns::app::Server;
 use accel_dns::config::{self, LoadEnv};
-use accel_dns::logging::LogHandle;
+use accel_dns::internals::logging::LogHandle;
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::{A, AAAA, SOA, TXT};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};

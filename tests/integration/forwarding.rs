@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use accel_dns::reload::Trigger;
+use accel_dns::internals::reload::Trigger;
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::rdata::{A, NS};
 use hickory_proto::rr::{RData, Record, RecordType};
@@ -573,7 +573,7 @@ async fn upstream_queries_in_flight_are_bounded_and_the_excess_gets_servfail() {
         Some(upstream.addr),
     )
     .await;
-    let bound = accel_dns::upstream::MAX_IN_FLIGHT;
+    let bound = accel_dns::internals::upstream::MAX_IN_FLIGHT;
     // Over TCP, so that no query is lost on the way in: 64 queries for
     // distinct names on each of enough connections to pass the bound by 64.
     let per_connection = 64;

@@ -17,8 +17,8 @@ use std::sync::Once;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use accel_dns::metrics::Protocol;
-use accel_dns::request::Handled;
+use accel_dns::internals::metrics::Protocol;
+use accel_dns::internals::request::Handled;
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
 use hickory_proto::rr::{DNSClass, RecordType};

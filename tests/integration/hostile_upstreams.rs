@@ -17,8 +17,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use accel_dns::cache::Lookup;
-use accel_dns::wire::{self, TtlRule};
+use accel_dns::internals::cache::Lookup;
+use accel_dns::internals::wire::{self, TtlRule};
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::{A, TXT};
 use hickory_proto::rr::{DNSClass, RData, Record, RecordType};

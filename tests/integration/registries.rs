@@ -8,7 +8,7 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use accel_dns::registries;
+use accel_dns::internals::registries;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 

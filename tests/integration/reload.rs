@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 
 use accel_dns::app::Server;
 use accel_dns::config;
-use accel_dns::logging::LogHandle;
-use accel_dns::metrics::LAST_RELOAD_SUCCESS;
-use accel_dns::reload::Trigger;
+use accel_dns::internals::logging::LogHandle;
+use accel_dns::internals::metrics::LAST_RELOAD_SUCCESS;
+use accel_dns::internals::reload::Trigger;
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::RecordType;
 

@@ -15,11 +15,11 @@ use std::time::{Duration, Instant};
 
 use accel_dns::app::Server;
 use accel_dns::config;
-use accel_dns::logging::LogHandle;
-use accel_dns::metrics::{
+use accel_dns::internals::logging::LogHandle;
+use accel_dns::internals::metrics::{
     ENDPOINT_UP, RECORD_HITS, RECORD_UP, UPSTREAM_DURATION, UPSTREAM_ERRORS, UPSTREAM_LOOPS,
 };
-use accel_dns::reload::Trigger;
+use accel_dns::internals::reload::Trigger;
 use hickory_proto::op::Message;
 use hickory_proto::rr::RecordType;
 
@@ -75,7 +75,7 @@ async fn reloads_during_loop_probes_leave_nothing_of_the_old_upstreams() {
         })
         .await;
     }
-    let alive = |weak: &[Weak<accel_dns::upstream::UpstreamServer>]| {
+    let alive = |weak: &[Weak<accel_dns::internals::upstream::UpstreamServer>]| {
         weak.iter().filter(|w| w.upgrade().is_some()).count()
     };
     let deadline = Instant::now() + DEADLINE;

@@ -8,8 +8,8 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use accel_dns::inflight::{MAX_WAITERS, MAX_WAITERS_PER_NAME};
-use accel_dns::metrics::QUERIES_TOTAL;
+use accel_dns::internals::inflight::{MAX_WAITERS, MAX_WAITERS_PER_NAME};
+use accel_dns::internals::metrics::QUERIES_TOTAL;
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::RecordType;
 use tokio::net::UdpSocket;

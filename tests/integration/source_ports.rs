@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use accel_dns::upstream::pool::{POOL_SIZE, ROTATE_AFTER_QUERIES};
+use accel_dns::internals::upstream::pool::{POOL_SIZE, ROTATE_AFTER_QUERIES};
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::RecordType;
 use tokio::net::UdpSocket;

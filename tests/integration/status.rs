@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::process::Command;
 
-use accel_dns::status::Status;
+use accel_dns::internals::status::Status;
 
 use crate::common::*;
 

@@ -6,7 +6,7 @@
 //! the watched zones are not. The report survives a reload; a zone no
 //! longer watched leaves `/metrics`.
 
-use accel_dns::metrics::{RECORD_UP, UNMAPPED_QUERIES};
+use accel_dns::internals::metrics::{RECORD_UP, UNMAPPED_QUERIES};
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 
