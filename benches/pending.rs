@@ -66,7 +66,7 @@ fn pool(upstream: SocketAddr, timeout: Duration) -> Arc<UpstreamPool> {
 }
 
 /// `count` distinct questions with their cache keys.
-fn questions(count: usize) -> Vec<(CacheKey, Box<[u8]>)> {
+fn questions(count: usize) -> Vec<(CacheKey, wire::QuestionBytes)> {
     let cache = AnswerCache::new(CacheConfig {
         max_entries: 16,
         min_ttl: Duration::ZERO,
@@ -80,7 +80,8 @@ fn questions(count: usize) -> Vec<(CacheKey, Box<[u8]>)> {
             let key = cache.key(&name, RecordType::A, DNSClass::IN, false);
             (
                 key,
-                wire::question_bytes(&name, RecordType::A, DNSClass::IN),
+                wire::QuestionBytes::new(&wire::question_bytes(&name, RecordType::A, DNSClass::IN))
+                    .expect("a short question"),
             )
         })
         .collect()

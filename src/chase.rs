@@ -89,9 +89,13 @@ pub(crate) async fn resolve_target(
     if let Lookup::Fresh(entry) = snapshot.cache.get(&key, &asked, dnssec_ok) {
         return decoded(entry.answer.to_message(entry.ttl_rule()));
     }
+    let Some(bytes) = wire::QuestionBytes::new(&asked) else {
+        // A name is at most 255 bytes: never longer than a question.
+        return Err(Failure::Unencodable);
+    };
     let question = Question {
         key,
-        bytes: &asked,
+        bytes: &bytes,
         name,
         query_type,
         class: DNSClass::IN,

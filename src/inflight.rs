@@ -104,7 +104,7 @@ pub struct Question<'a> {
     /// Its cache key.
     pub key: CacheKey,
     /// `QNAME QTYPE QCLASS` in wire form, as asked.
-    pub bytes: &'a [u8],
+    pub bytes: &'a QuestionBytes,
     /// The name.
     pub name: &'a Name,
     /// The type.
@@ -143,7 +143,7 @@ impl InFlight {
     pub fn claim<W>(
         &self,
         key: CacheKey,
-        question: &[u8],
+        question: &QuestionBytes,
         dnssec_ok: bool,
         owner: usize,
         waiter: W,
@@ -174,16 +174,11 @@ impl InFlight {
                 Claim::Alone(waiter)
             }
             None => {
-                let Some(question) = QuestionBytes::new(question) else {
-                    // Longer than any parsed query's: not shared.
-                    self.waiting.fetch_add(1, Ordering::Relaxed);
-                    return Claim::Alone(waiter);
-                };
                 shard.insert(
                     key,
                     Entry {
                         owner,
-                        question,
+                        question: *question,
                         dnssec_ok,
                         waiters: 1,
                         handed: Vec::new(),

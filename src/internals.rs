@@ -82,9 +82,9 @@ pub mod upstream {
 
 pub mod wire {
     pub use crate::wire::{
-        CLASSIC_UDP_LIMIT, Check, ClientQuery, Inbound, LowerName, TtlRule, WireAnswer,
-        address_record_a, encode_upstream_query, is_answer_to, packet_question, parse_query,
-        question_bytes, rdata_verdict,
+        CLASSIC_UDP_LIMIT, Check, ClientQuery, Inbound, LowerName, QuestionBytes, TtlRule,
+        WireAnswer, address_record_a, encode_upstream_query, is_answer_to, packet_question,
+        parse_query, question_bytes, rdata_verdict,
     };
 
     pub mod parsers {

@@ -27,6 +27,7 @@ use crate::records::{Answer, RecordMatch};
 use crate::reply;
 use crate::request::{Failure, Handled, Pending, Request, Transport, Work};
 use crate::snapshot::Snapshot;
+use crate::upstream::UpstreamError;
 use crate::wire::{self, Inbound, LowerName};
 
 /// The query path over the current snapshot.
@@ -184,7 +185,11 @@ impl Resolver {
     }
 
     fn pending(&self, mut request: Request, packet: &[u8], work: Work) -> Handled {
-        request.question = wire::packet_question(packet).and_then(wire::QuestionBytes::new);
+        // The question as asked; rebuilt from the parsed query when the
+        // packet's name is compressed.
+        request.question = wire::packet_question(packet)
+            .and_then(wire::QuestionBytes::new)
+            .or_else(|| wire::QuestionBytes::new(&request.asked()));
         Handled::Pending(Pending { request, work })
     }
 
@@ -219,16 +224,21 @@ impl Resolver {
     /// when it fails, the serve-stale rescue, else SERVFAIL.
     async fn forward(&self, request: &Request, key: CacheKey, out: &mut Vec<u8>) {
         let query = &request.query;
-        let asked = request.asked();
-        let question = Question {
-            key,
-            bytes: &asked,
-            name: query.name(),
-            query_type: query.query_type(),
-            class: query.query.query_class(),
-            dnssec_ok: query.dnssec_ok(),
+        // `pending` holds the question of every miss.
+        let fetched = match &request.question {
+            Some(bytes) => {
+                let question = Question {
+                    key,
+                    bytes,
+                    name: query.name(),
+                    query_type: query.query_type(),
+                    class: query.query.query_class(),
+                    dnssec_ok: query.dnssec_ok(),
+                };
+                self.inflight.fetch(&request.snapshot, question).await
+            }
+            None => Err(UpstreamError::AllFailed),
         };
-        let fetched = self.inflight.fetch(&request.snapshot, question).await;
         reply::forwarded(
             &self.metrics,
             request,

@@ -62,8 +62,6 @@ struct Worker {
     spare: Vec<Vec<u8>>,
     /// The clients' addresses of a `sendmmsg` (reused).
     addresses: Vec<SockAddr>,
-    /// The question of the miss being placed (reused).
-    question: Vec<u8>,
 }
 
 /// Serves `socket` until `shutdown`, then drains for at most `drain`.
@@ -87,7 +85,6 @@ pub(super) async fn udp_loop(
         replies: Vec::with_capacity(BATCH),
         spare: Vec::with_capacity(BATCH),
         addresses: Vec::with_capacity(BATCH),
-        question: Vec::with_capacity(260),
     };
     let mut batch = RecvBatch::new();
     let mut draining: Option<Instant> = None;
@@ -204,13 +201,16 @@ impl Worker {
 
     /// A cache miss: joins the identical query in flight or sends one.
     fn forward(&mut self, request: Request, key: CacheKey) {
-        self.question.clear();
-        self.question.extend_from_slice(&request.asked());
+        let Some(question) = request.question else {
+            // `Resolver::pending` holds the question of every miss.
+            self.fail(&request, UpstreamError::AllFailed);
+            return;
+        };
         let dnssec_ok = request.query.dnssec_ok();
         let socket = &self.socket;
         let claim = self.resolver.inflight().claim(
             key,
-            &self.question,
+            &question,
             dnssec_ok,
             self.number,
             request,
@@ -239,7 +239,7 @@ impl Worker {
         match self.table.start(
             &pool,
             key,
-            &self.question,
+            &question,
             dnssec_ok,
             request,
             &mut self.completed,

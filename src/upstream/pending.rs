@@ -164,15 +164,11 @@ impl<W> PendingTable<W> {
         &mut self,
         pool: &Arc<UpstreamPool>,
         key: CacheKey,
-        question: &[u8],
+        question: &QuestionBytes,
         dnssec_ok: bool,
         waiter: W,
         done: &mut Vec<Completed<W>>,
     ) -> Result<FlightId, (W, UpstreamError)> {
-        let Some(question) = QuestionBytes::new(question) else {
-            // Longer than any question a parsed query has.
-            return Err((waiter, UpstreamError::AllFailed));
-        };
         let Ok(permit) = pool.permits.clone().try_acquire_owned() else {
             return Err((waiter, UpstreamError::Overloaded));
         };
@@ -185,7 +181,7 @@ impl<W> PendingTable<W> {
         self.next_ticket += 1;
         let index = self.flights.insert(Flight {
             key,
-            question,
+            question: *question,
             dnssec_ok,
             waiters: vec![waiter],
             order,
