@@ -19,6 +19,7 @@
 //! queries or [`ROTATE_AFTER`].
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::future::poll_fn;
 use std::io;
 use std::net::SocketAddr;
@@ -125,8 +126,9 @@ struct PooledSocket {
 pub struct PendingTable<W> {
     flights: Slab<Flight<W>>,
     sockets: Slab<PooledSocket>,
-    /// Each upstream's sockets in use (keys of `sockets`).
-    active: HashMap<SocketAddr, Vec<usize>>,
+    /// Each upstream's sockets in use (keys of `sockets`). A pool has a
+    /// few upstreams: scanning them costs less than hashing the address.
+    active: Vec<(SocketAddr, Vec<usize>)>,
     next_ticket: u64,
     retried: mpsc::UnboundedSender<TcpRetried>,
     /// The answer being read.
@@ -141,7 +143,7 @@ impl<W> PendingTable<W> {
         Self {
             flights: Slab::new(),
             sockets: Slab::new(),
-            active: HashMap::new(),
+            active: Vec::new(),
             next_ticket: 0,
             retried,
             // One byte more than an answer may have, to tell a datagram that was cut.
@@ -286,20 +288,19 @@ impl<W> PendingTable<W> {
     /// Closes the idle sockets towards upstreams that are not in `pool`
     /// (removed by a reload).
     pub(crate) fn forget_upstreams_not_in(&mut self, pool: &UpstreamPool) {
-        let kept: Vec<SocketAddr> = pool.servers.iter().map(|s| s.addr).collect();
-        let gone: Vec<SocketAddr> = self
-            .active
-            .keys()
-            .filter(|addr| !kept.contains(addr))
-            .copied()
-            .collect();
-        for addr in gone {
-            for socket in self.active.remove(&addr).unwrap_or_default() {
-                if let Some(pooled) = self.sockets.get_mut(socket) {
-                    pooled.retired = true;
-                }
-                self.close_if_retired(socket);
+        let mut gone = Vec::new();
+        self.active.retain(|(addr, keys)| {
+            let kept = pool.servers.iter().any(|server| server.addr == *addr);
+            if !kept {
+                gone.extend_from_slice(keys);
             }
+            kept
+        });
+        for socket in gone {
+            if let Some(pooled) = self.sockets.get_mut(socket) {
+                pooled.retired = true;
+            }
+            self.close_if_retired(socket);
         }
     }
 
@@ -517,21 +518,23 @@ impl<W> PendingTable<W> {
         let Some(pooled) = self.sockets.get_mut(socket) else {
             return Err(io::ErrorKind::NotFound.into());
         };
-        let mut id = rand::random::<u16>();
         let mut tries = 0;
-        while pooled.waiting.contains_key(&id) {
+        let (id, free) = loop {
+            let id = rand::random::<u16>();
+            if let Entry::Vacant(free) = pooled.waiting.entry(id) {
+                break (id, free);
+            }
             tries += 1;
             if tries > 64 {
                 return Err(io::ErrorKind::WouldBlock.into());
             }
-            id = rand::random();
-        }
+        };
         // Straight to the kernel: tokio's `try_send` answers "would block"
         // from its cached readiness, which a socket just opened has not had
         // yet; a UDP send blocks only when the socket buffer is full.
         encode_upstream_query_into(&mut self.outgoing, id, question, dnssec_ok);
         SockRef::from(&pooled.socket).send(&self.outgoing)?;
-        pooled.waiting.insert(id, index);
+        free.insert(index);
         pooled.queries += 1;
         if let Some(flight) = self.flights.get_mut(index) {
             flight.attempt = Attempt::Udp { socket, id };
@@ -543,20 +546,25 @@ impl<W> PendingTable<W> {
     /// replaced by a fresh one (a new random port) once it has served its
     /// time; the old one stays open until nothing waits on it.
     fn socket_for(&mut self, upstream: SocketAddr) -> io::Result<usize> {
-        if !self.active.contains_key(&upstream) {
-            // A failure is not kept: the next query tries again.
-            let mut opened = Vec::with_capacity(POOL_SIZE);
-            for _ in 0..POOL_SIZE {
-                let socket = connected_socket(upstream)?;
-                opened.push(socket);
+        let known = self.active.iter().position(|(addr, _)| *addr == upstream);
+        let place = match known {
+            Some(place) => place,
+            None => {
+                // A failure is not kept: the next query tries again.
+                let mut opened = Vec::with_capacity(POOL_SIZE);
+                for _ in 0..POOL_SIZE {
+                    let socket = connected_socket(upstream)?;
+                    opened.push(socket);
+                }
+                let keys = opened
+                    .into_iter()
+                    .map(|socket| self.sockets.insert(PooledSocket::new(socket)))
+                    .collect();
+                self.active.push((upstream, keys));
+                self.active.len() - 1
             }
-            let keys = opened
-                .into_iter()
-                .map(|socket| self.sockets.insert(PooledSocket::new(socket)))
-                .collect();
-            self.active.insert(upstream, keys);
-        }
-        let Some(keys) = self.active.get_mut(&upstream) else {
+        };
+        let Some((_, keys)) = self.active.get_mut(place) else {
             return Err(io::ErrorKind::NotFound.into());
         };
         let slot = rand::random_range(0..keys.len());
